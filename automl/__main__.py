@@ -1,0 +1,3 @@
+from automl.cli.main import main
+
+main()

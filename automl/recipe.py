@@ -1,0 +1,280 @@
+"""Recipes: YAML files validated into typed models, with errors that point at file:line and the key.
+
+A recipe has five sections (`data`, `search`, `budget`, `resources`, `output`) plus an optional `cache`
+folder; every field has a default, so `data: {folder: animals10}` alone is a valid recipe.
+Search dimensions take either one value (fixed), a list (categorical choices) or, for continuous
+ones, a `{low, high, log}` range.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from automl.errors import RecipeError
+
+Head = Literal["softmax", "mlp", "svm"]
+Optimizer = Literal["sgd", "adam"]
+Sampler = Literal["tpe", "random", "grid"]
+Scheduler = Literal["asha", "fifo"]
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from `90`, `"90s"`, `"10m"`, `"1h30m"`; `None` stays `None` (no limit)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and any(match.groups()):
+            hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+            return hours * 3600 + minutes * 60 + seconds
+    raise ValueError(f"{value!r} is not a duration; write it like 90s, 10m or 1h30m")
+
+
+Duration = Annotated[float | None, BeforeValidator(parse_duration)]
+
+
+def _as_list(value: Any) -> Any:
+    """Let a categorical dimension be written as one value (fixed) or a list of choices."""
+    return value if isinstance(value, list) else [value]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Section):
+    """A continuous search dimension: sampled in [low, high], on a log scale by default."""
+
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+def _as_range(value: Any) -> Any:
+    """A number fixes a continuous dimension: `learning_rate: 0.01` means low = high = 0.01."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"low": value, "high": value}
+    return value
+
+
+RangeDim = Annotated[FloatRange, BeforeValidator(_as_range)]
+
+
+class DataSection(_Section):
+    """Which photos, and how they are split. The split is a function of each image's SHA-1 and `seed`."""
+
+    folder: str = Field(description="One sub-folder per class; relative to $AUTOML_DATA (default ./data) or absolute.")
+    train: float = Field(0.7, gt=0, lt=1, description="Fraction of each class used for training.")
+    val: float = Field(0.15, gt=0, lt=1, description="Fraction used to choose between trials.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction used once, on the best model.")
+    seed: int = Field(0, description="Changes the split; the same seed always gives the same split.")
+    max_per_class: int | None = Field(None, gt=0, description="Cap on images per class (null: all).")
+    imagenet_classes: list[str] = Field(
+        default_factory=list, description="Classes that are ImageNet-1k classes ('internal'), for reports."
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> DataSection:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class SearchSection(_Section):
+    """The search space and how it is explored. Any dimension can be fixed by giving one value."""
+
+    backbones: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["efficientnet_lite0"],
+        min_length=1,
+        description="Registered backbone names (`automl backbones` lists them).",
+    )
+    weights: str = Field(
+        "default",
+        description="`default` (each backbone's own: offline for EfficientNet-Lite, download for Keras "
+        "applications), `imagenet`, `none` (random: plumbing tests only) or a path to a weights file.",
+    )
+    cuts: Annotated[list[Literal["all", "top", "half", "none"]], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["all"],
+        min_length=1,
+        description="Freeze points: all = everything frozen (train a head on cached vectors), top = last "
+        "block trainable, half = second half trainable, none = nothing frozen (trains on pixels, slow).",
+    )
+    heads: Annotated[list[Head], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["softmax", "mlp", "svm"], min_length=1
+    )
+    optimizers: Annotated[list[Optimizer], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["sgd", "adam"], min_length=1
+    )
+    learning_rate: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-4, high=1e-1))
+    epsilon: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-8, high=1.0), description="Adam's epsilon.")
+    momentum: RangeDim = Field(default_factory=lambda: FloatRange(low=0.9, high=0.9), description="SGD's.")
+    mlp_hidden: Annotated[list[int], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: [256, 512, 1024], description="Hidden width of the MLP head."
+    )
+    dropout: Annotated[list[float], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.5], description="Dropout before the head's output layer."
+    )
+    svm_c: RangeDim = Field(
+        default_factory=lambda: FloatRange(low=1e-3, high=10.0),
+        description="Inverse L2 strength of the linear SVM head (squared hinge loss).",
+    )
+    batch_size: Annotated[list[int], BeforeValidator(_as_list)] = Field(default_factory=lambda: [32, 64])
+    epochs: int = Field(20, gt=0, description="Most epochs per trial; the scheduler may stop earlier.")
+    sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random or grid.")
+    scheduler: Scheduler = Field("asha", description="Tune scheduler stopping poor trials early.")
+    seed: int = 0
+
+
+class BudgetSection(_Section):
+    """When the search stops: the first budget reached ends it cleanly."""
+
+    time: Duration = Field(600.0, description="Wall time for the whole search, cache included (10m).")
+    trials: int | None = Field(200, gt=0, description="Most trials (null: no limit).")
+    target_accuracy: float | None = Field(
+        None, gt=0, le=1, description="Stop when a trial's validation accuracy reaches it."
+    )
+    trial_time: Duration = Field(120.0, description="Most wall time for one trial.")
+
+
+class ResourcesSection(_Section):
+    """Where trials run: local Ray by default, or an existing cluster."""
+
+    address: str | None = Field(None, description="Ray address (null: local Ray, or $RAY_ADDRESS if set).")
+    cpus_per_trial: float = Field(1.0, gt=0)
+    concurrent_trials: int = Field(2, gt=0)
+
+
+class OutputSection(_Section):
+    """Where the run folder goes; each search makes `<folder>/<recipe name>-<timestamp>`."""
+
+    folder: str = Field("runs", description="Parent folder of run folders.")
+
+
+class Recipe(_Section):
+    """A whole recipe. `name` defaults to the file's stem."""
+
+    name: str | None = None
+    data: DataSection
+    search: SearchSection = Field(default_factory=SearchSection)
+    budget: BudgetSection = Field(default_factory=BudgetSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    cache: str | None = Field(None, description="Bottleneck cache folder or fsspec URL (null: $AUTOML_CACHE).")
+
+
+def json_schema() -> dict[str, Any]:
+    """The recipe's JSON Schema, for editors (`# yaml-language-server: $schema=...`)."""
+    schema = Recipe.model_json_schema()
+    schema["title"] = "automl recipe"
+    return schema
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe; any problem raises `RecipeError` naming file:line and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    return parse_recipe(text, source=str(path))
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}:1: a recipe is a mapping with at least `data: {{folder: ...}}`")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_describe(exc, root, source)) from None
+    return recipe if recipe.name else recipe.model_copy(update={"name": Path(source).stem})
+
+
+def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not _is_validator_tag(part)]
+        key = _dotted(loc)
+        line = _line_of(root, loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            message = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        elif error["type"] == "literal_error":
+            message = f"{error['input']!r} is not allowed; allowed values: {error['ctx']['expected']}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{source}:{line}: {key}: {message}")
+    return "invalid recipe\n" + "\n".join(lines)
+
+
+def _is_validator_tag(part: Any) -> bool:
+    """Pydantic puts union/validator names ('list[...]', 'function-before[...]') into locations."""
+    return isinstance(part, str) and ("[" in part or part in {"float", "int", "str", "FloatRange"})
+
+
+def _dotted(loc: list[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _line_of(root: yaml.Node | None, loc: list[Any]) -> int:
+    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    node, line = root, 1 if root is None else root.start_mark.line + 1
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    child, line = value_node, key_node.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe (defaults filled in) as YAML, saved next to each run."""
+    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)

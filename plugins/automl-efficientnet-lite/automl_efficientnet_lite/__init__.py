@@ -1,0 +1,1 @@
+"""EfficientNet-Lite backbones for automl (work in progress)."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real photo sets beside the checkout, and isolated cache/data folders per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("AUTOML_TEST_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def _dataset(name: str) -> Path:
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the tests need ../shared/datasets beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def animals10() -> Path:
+    return _dataset("animals10")
+
+
+@pytest.fixture(scope="session")
+def natural_images() -> Path:
+    return _dataset("natural_images")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh bottleneck cache folder for one test (converted backbone weights stay shared)."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("AUTOML_CACHE", str(path))
+    return path

@@ -1,0 +1,92 @@
+"""Recipes: defaults, duration parsing, and errors that name file:line, key and allowed values."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from automl.errors import RecipeError
+from automl.recipe import load_recipe, parse_duration, parse_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "automl", *args], capture_output=True, text=True)
+
+
+def test_minimal_recipe_is_three_lines_and_fills_every_default(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("# the smallest recipe\ndata:\n  folder: animals10\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "tiny"
+    assert recipe.search.cuts == ["all"]
+    assert recipe.budget.time == 600.0
+    assert recipe.resources.address is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(90, 90.0), ("90s", 90.0), ("10m", 600.0), ("1h30m", 5400.0), (None, None)]
+)
+def test_durations(text: object, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_single_value_fixes_a_dimension() -> None:
+    recipe = parse_recipe("data: {folder: x}\nsearch:\n  heads: svm\n  learning_rate: 0.01\n")
+    assert recipe.search.heads == ["svm"]
+    assert recipe.search.learning_rate.fixed and recipe.search.learning_rate.low == 0.01
+
+
+def test_invalid_recipe_names_file_line_key_and_allowed_values(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data:\n"
+        "  folder: animals10\n"
+        "  colour: red\n"  # unknown key, line 3
+        "search:\n"
+        "  heads: [softmax, sofmax]\n"  # bad choice, line 5
+        "  epochs: many\n"  # wrong type, line 6
+        "budget:\n"
+        "  time: ten minutes\n"  # bad duration, line 8
+    )
+    result = run_cli("recipe", "check", str(path))
+    assert result.returncode == 2
+    err = result.stderr
+    assert f"{path}:3: data.colour: unknown key" in err and "max_per_class" in err
+    assert f"{path}:5: search.heads[1]: 'sofmax' is not allowed" in err and "'svm'" in err
+    assert f"{path}:6: search.epochs:" in err
+    assert f"{path}:8: budget.time:" in err and "10m" in err
+    assert "Traceback" not in err
+
+
+def test_yaml_syntax_error_and_missing_data_section(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"x.yaml:\d+: not valid YAML"):
+        parse_recipe("data:\n  folder: [unclosed\n", source="x.yaml")
+    with pytest.raises(RecipeError, match=r"x.yaml:1: data: required key is missing"):
+        parse_recipe("search: {}\n", source="x.yaml")
+
+
+def test_yaml_is_loaded_safely() -> None:
+    with pytest.raises(RecipeError):
+        parse_recipe("data: !!python/object/apply:os.system ['echo pwned']\n")
+
+
+def test_schema_is_json_and_forbids_unknown_keys() -> None:
+    result = run_cli("recipe", "schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["additionalProperties"] is False
+    assert {"data", "search", "budget", "resources", "output"} <= set(schema["properties"])
+
+
+def test_shipped_recipes_validate() -> None:
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "recipes/ must hold at least the quick-start recipe"
+    for path in recipes:
+        result = run_cli("recipe", "check", str(path))
+        assert result.returncode == 0, result.stderr
