@@ -1,0 +1,167 @@
+"""Classification metrics the transfer-learning studies reported, as one JSON-ready dictionary.
+
+Top-1 and top-5 accuracy, per-class accuracy with precision/recall/F1, the confusion matrix, the
+histogram of per-class accuracy in 10 % bins, the most confused pairs, and separate averages for
+"internal" classes (ones ImageNet-1k already knows) and "external" ones: the studies found transfer
+learning behaves differently on the two, so a single average hides what matters.
+
+Pure NumPy on purpose: the search, `automl evaluate` and the report all call it, none needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from automl.errors import InputError
+
+HISTOGRAM_EDGES = tuple(range(0, 101, 10))
+"""Bin edges, in percent, of the per-class accuracy histogram; the last bin includes 100 %."""
+
+
+def top_k_hits(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Whether each sample's true class is among its `k` highest scores (ties broken by index)."""
+    k = min(k, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return (top == y_true[:, None]).any(axis=1)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts with rows = true class, columns = predicted class; row sums are the class counts."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def accuracy_histogram(class_accuracies: Iterable[float]) -> list[int]:
+    """How many classes fall in each 10 % bin of accuracy ([0,10), ..., [90,100]); sums to the class count."""
+    percent = np.asarray(list(class_accuracies), dtype=np.float64) * 100.0
+    counts, _ = np.histogram(percent, bins=np.asarray(HISTOGRAM_EDGES, dtype=np.float64))
+    return [int(c) for c in counts]
+
+
+def most_confused_pairs(matrix: np.ndarray, labels: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
+    """Off-diagonal cells, largest first: which true class is most often taken for which other one."""
+    support = matrix.sum(axis=1)
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off)
+    order = np.lexsort((cols, rows, -off[rows, cols]))[:limit]
+    return [
+        {
+            "true": labels[rows[i]],
+            "predicted": labels[cols[i]],
+            "count": int(off[rows[i], cols[i]]),
+            "rate": float(off[rows[i], cols[i]] / support[rows[i]]),
+        }
+        for i in order
+    ]
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Element-wise ratio with 0 where the denominator is 0 (a class never predicted has precision 0)."""
+    out = np.zeros_like(numerator, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def _group_summary(
+    members: list[int], hits1: np.ndarray, hits5: np.ndarray, y_true: np.ndarray, accuracies: np.ndarray, labels
+) -> dict[str, Any] | None:
+    """Sample-level top-1/top-5 and the mean per-class accuracy over one group of classes."""
+    present = [c for c in members if (y_true == c).any()]
+    if not present:
+        return None
+    mask = np.isin(y_true, present)
+    return {
+        "classes": [labels[c] for c in present],
+        "n": int(mask.sum()),
+        "top1": float(hits1[mask].mean()),
+        "top5": float(hits5[mask].mean()),
+        "mean_class_accuracy": float(accuracies[present].mean()),
+    }
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    *,
+    internal_classes: Iterable[str] = (),
+    top_k: int = 5,
+    confused_limit: int = 10,
+) -> dict[str, Any]:
+    """Every metric of the reference studies for one labelled set, as a JSON-ready dictionary.
+
+    `y_true` holds class indices into `labels`; `probabilities` is (N, len(labels)). Classes with no
+    sample are kept in the matrix and the per-class table (support 0) but left out of the averages and
+    the histogram, whose counts therefore sum to the number of classes present. `internal_classes`
+    names the ImageNet-1k classes; with none given, `internal` and `external` are null.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(labels)
+    if probs.ndim != 2 or probs.shape != (len(y), n_classes):
+        raise InputError(f"probabilities have shape {probs.shape}; expected ({len(y)}, {n_classes}) for the labels")
+    if len(y) == 0:
+        raise InputError("no labelled samples to evaluate", hint="check that the folder has images of known classes")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise InputError(f"a true class index is outside 0..{n_classes - 1}")
+    unknown = sorted(set(internal_classes) - set(labels))
+    if unknown:
+        raise InputError(f"internal (ImageNet-1k) classes not among the labels: {', '.join(unknown)}")
+
+    predicted = probs.argmax(axis=1)
+    hits1 = predicted == y
+    hits5 = top_k_hits(y, probs, top_k)
+    matrix = confusion_matrix(y, predicted, n_classes)
+    support = matrix.sum(axis=1)
+    true_positives = np.diag(matrix)
+    recall = _safe_ratio(true_positives, support)
+    precision = _safe_ratio(true_positives, matrix.sum(axis=0))
+    f1 = _safe_ratio(2 * precision * recall, precision + recall)
+    class_top5 = np.array([hits5[y == c].mean() if support[c] else 0.0 for c in range(n_classes)])
+    present = support > 0
+    internal = set(internal_classes)
+
+    per_class = [
+        {
+            "label": labels[c],
+            "support": int(support[c]),
+            "accuracy": float(recall[c]),
+            "top5": float(class_top5[c]),
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "internal": (labels[c] in internal) if internal else None,
+        }
+        for c in range(n_classes)
+    ]
+    groups = {"internal": None, "external": None}
+    if internal:
+        inside = [c for c in range(n_classes) if labels[c] in internal]
+        outside = [c for c in range(n_classes) if labels[c] not in internal]
+        groups = {
+            "internal": _group_summary(inside, hits1, hits5, y, recall, labels),
+            "external": _group_summary(outside, hits1, hits5, y, recall, labels),
+        }
+    return {
+        "n": len(y),
+        "labels": list(labels),
+        "top_k": top_k,
+        "top1": float(hits1.mean()),
+        "top5": float(hits5.mean()),
+        "macro": {
+            "accuracy": float(recall[present].mean()),
+            "precision": float(precision[present].mean()),
+            "recall": float(recall[present].mean()),
+            "f1": float(f1[present].mean()),
+        },
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
+        "histogram": {"edges": list(HISTOGRAM_EDGES), "counts": accuracy_histogram(recall[present])},
+        "confused_pairs": most_confused_pairs(matrix, labels, confused_limit),
+        **groups,
+    }
