@@ -32,3 +32,7 @@ class RecipeError(InputError):
 
 class DatasetError(InputError):
     """A dataset folder that cannot be used as it is."""
+
+
+class CacheError(AutomlError):
+    """The bottleneck cache cannot serve a request: a part is damaged, or features were never computed."""

@@ -1,0 +1,126 @@
+"""`BottleneckCache`: the one object the search and the CLI use to compute bottlenecks once and read them back."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from automl.cache.distributed import Executor, extract_on_cluster, use_cluster
+from automl.cache.extract import DEFAULT_BATCH_SIZE, ExtractStats, extract, group_by_missing
+from automl.cache.store import CacheKey, Part, PartStore
+from automl.errors import CacheError
+from automl.paths import cache_root
+
+if TYPE_CHECKING:
+    from automl.backbones.base import Backbone
+    from automl.data.dataset import ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+class BottleneckCache:
+    """Activations of a backbone's frozen part per (backbone + weights, cut, preprocessing, image SHA-1).
+
+    `ensure` computes what is missing (and repairs damaged parts); `load` reads features back as float32.
+    Several processes and nodes may share one root: writes are atomic and extraction is serialised per
+    backbone + weights by a file lock, so concurrent builds neither corrupt nor duplicate anything.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.store = PartStore(root if root is not None else cache_root())
+
+    @property
+    def root(self) -> str:
+        return str(self.store.root)
+
+    @staticmethod
+    def key(backbone: Backbone, weights: str, cut: str) -> CacheKey:
+        return CacheKey(backbone.name, backbone.weights_id(weights), cut, backbone.preprocessing_id)
+
+    def ensure(
+        self,
+        backbone: Backbone,
+        weights: str,
+        cuts: Iterable[str],
+        records: Sequence[ImageRecord],
+        *,
+        progress: bool = True,
+        executor: Executor = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> ExtractStats:
+        """Make every (cut, record) available, computing only what the cache lacks.
+
+        Each image missing some cuts goes through the frozen part once, for all of them. `executor`:
+        `local` extracts in this process; `ray` shards over the nodes of the connected Ray cluster (the root
+        must then be a folder shared by every node); `auto` picks `ray` when Ray is initialised with more
+        than one node. Undecodable images are returned in `failed`, never raised.
+        """
+        start = time.perf_counter()
+        keys = {cut: self.key(backbone, weights, cut) for cut in dict.fromkeys(cuts)}
+        if not keys:
+            raise CacheError(f"ensure({backbone.name}): no cut points asked", hint="pass cuts such as ['all']")
+        stats = ExtractStats()
+        with self.store.writer_lock(next(iter(keys.values()))):
+            cached = {cut: set(self._index(key, stats.repaired)) for cut, key in keys.items()}
+            groups = group_by_missing(records, lambda sha1: tuple(cut for cut in keys if sha1 not in cached[cut]))
+            stats.reused = len({record.sha1 for record in records}) - sum(map(len, groups.values()))
+            if groups:
+                if use_cluster(executor):
+                    stats.add(extract_on_cluster(self.store, backbone, weights, groups, batch_size=batch_size))
+                else:
+                    stats.add(extract(self.store, backbone, weights, groups, batch_size=batch_size, progress=progress))
+        for skipped in stats.failed:
+            log.warning("bottleneck cache: skipped %s: %s", skipped.path, skipped.reason)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    def load(self, backbone: Backbone, weights: str, cut: str, sha1s: Sequence[str]) -> np.ndarray:
+        """float32 (N, *shape) features of `sha1s`, in that order; CacheError naming what is missing."""
+        key = self.key(backbone, weights, cut)
+        index = self._index(key)
+        missing = [sha1 for sha1 in sha1s if sha1 not in index]
+        if missing:
+            raise CacheError(
+                f"bottleneck cache {self.root}: {len(missing)} of {len(sha1s)} images have no {cut!r} features "
+                f"for {backbone.name} (weights {key.weights_id}), e.g. {missing[0]}",
+                hint="call BottleneckCache.ensure first (the search does), or run `automl cache build RECIPE`",
+            )
+        if not index:
+            shape = backbone.cut_points()[cut].output_shape
+            return np.empty((0, *shape), dtype=np.float32)
+        shapes = {part.manifest.shape for part, _row in index.values()}
+        if len(shapes) > 1:
+            raise CacheError(
+                f"{self.root}/{key.relative_dir}: parts disagree on the shape ({sorted(shapes)})",
+                hint="delete the folder and rebuild it",
+            )
+        out = np.empty((len(sha1s), *shapes.pop()), dtype=np.float32)
+        by_part: dict[Part, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for position, sha1 in enumerate(sha1s):
+            part, row = index[sha1]
+            by_part[part][0].append(row)
+            by_part[part][1].append(position)
+        for part, (rows, positions) in by_part.items():
+            self.store.read_rows(part, np.asarray(rows), out, np.asarray(positions))
+        return out
+
+    def _index(self, key: CacheKey, repaired: list[str] | None = None) -> dict[str, tuple[Part, int]]:
+        """sha1 → (part, row) for `key`; the oldest part wins when concurrent writers both stored an image.
+
+        With `repaired`, damaged parts are first deleted and reported there, so their images read as missing.
+        """
+        if repaired is not None:
+            for bad in self.store.check_all(key, delete=True, force=False):
+                log.warning("bottleneck cache: removed damaged part %s: %s", bad.path, bad.reason)
+                repaired.append(f"{bad.path}: {bad.reason}")
+        index: dict[str, tuple[Part, int]] = {}
+        for part in self.store.parts(key):
+            for row, sha1 in enumerate(self.store.sha1s(part)):
+                index.setdefault(sha1, (part, row))
+        return index

@@ -1,0 +1,207 @@
+"""The extraction pipeline: image files → decoded batches → one forward pass per batch → cache parts.
+
+Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resizes, and JPEGs are
+decoded at reduced DCT scale by `decode_image`), a bounded window ahead of the forward pass, which runs in
+the calling thread as one traced TensorFlow function (TF spreads it over every core). Parts are written by
+a background thread. So the cores decode the next batch and write the last one while the frozen part
+computes this one, and memory stays flat however many images there are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from automl.cache.store import CacheKey, PartStore, PartWriter
+from automl.data.dataset import ImageRecord, SkippedFile
+from automl.data.images import ImageError, decode_image
+
+if TYPE_CHECKING:
+    from automl.backbones.base import Backbone, Resize
+
+DEFAULT_BATCH_SIZE = 32
+CutGroups = dict[tuple[str, ...], list[ImageRecord]]
+"""Images grouped by the cuts they miss: each group needs one forward pass giving exactly those cuts."""
+
+
+@dataclass
+class ExtractStats:
+    """What an `ensure` did; the search reports cache hits (`reused`) and misses (`computed`) from it."""
+
+    computed: int = 0
+    """Images run through the frozen part."""
+    reused: int = 0
+    """Images whose every requested cut was already cached."""
+    failed: list[SkippedFile] = field(default_factory=list)
+    """Images that could not be read or decoded: reported, skipped, not cached."""
+    seconds: float = 0.0
+    bytes: int = 0
+    """Bytes of Parquet written."""
+    computed_by_cut: dict[str, int] = field(default_factory=dict)
+    """Activations computed per cut (an image missing two cuts counts under both)."""
+    repaired: list[str] = field(default_factory=list)
+    """Damaged parts found, deleted and recomputed: 'path: reason'."""
+
+    def add(self, other: ExtractStats) -> None:
+        """Fold in the stats of another extraction (a Ray shard, another cut group)."""
+        self.computed += other.computed
+        self.reused += other.reused
+        self.failed.extend(other.failed)
+        self.bytes += other.bytes
+        for cut, count in other.computed_by_cut.items():
+            self.computed_by_cut[cut] = self.computed_by_cut.get(cut, 0) + count
+        self.repaired.extend(other.repaired)
+
+
+@dataclass(frozen=True)
+class Batch:
+    sha1s: list[str]
+    pixels: np.ndarray
+    """uint8 (B, size, size, 3)."""
+
+
+def decode_file(path: Path, resize: Resize) -> np.ndarray:
+    """The photo at `path` as the backbone's input pixels; ImageError (with the reason) if it cannot be."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read the file ({exc.strerror or exc})") from exc
+    return decode_image(data, resize)
+
+
+def decoded_batches(
+    records: Sequence[ImageRecord],
+    resize: Resize,
+    batch_size: int,
+    failed: list[SkippedFile],
+    *,
+    done: Callable[[int], None] = lambda _count: None,
+    workers: int | None = None,
+) -> Iterator[Batch]:
+    """Batches of decoded images in record order; undecodable files go to `failed` and are left out.
+
+    At most four batches are in flight, so a slow forward pass never lets decoded images pile up.
+    `done(1)` is called for every record handled, decoded or not (the progress bar).
+    """
+    workers = workers or min(4, os.cpu_count() or 1)
+    window = 4 * batch_size
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="automl-decode") as pool:
+        pending: deque[tuple[ImageRecord, Future[np.ndarray]]] = deque()
+        upcoming = iter(records)
+        sha1s: list[str] = []
+        images: list[np.ndarray] = []
+        while True:
+            while len(pending) < window and (record := next(upcoming, None)) is not None:
+                pending.append((record, pool.submit(decode_file, record.path, resize)))
+            if not pending:
+                break
+            record, future = pending.popleft()
+            try:
+                images.append(future.result())
+                sha1s.append(record.sha1)
+            except ImageError as exc:
+                failed.append(SkippedFile(record.path, exc.reason))
+            done(1)
+            if len(images) == batch_size:
+                yield Batch(sha1s, np.stack(images))
+                sha1s, images = [], []
+        if images:
+            yield Batch(sha1s, np.stack(images))
+
+
+def frozen_forward(backbone: Backbone, model: object, cuts: Sequence[str]) -> Callable[[np.ndarray], dict]:
+    """uint8 pixels (B, size, size, 3) → {cut: float32 array}: one traced call for every batch size."""
+    import tensorflow as tf
+
+    extractor = backbone.extractor(model, cuts)
+    size = backbone.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)], reduce_retracing=True)
+    def forward(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = extractor(tf.cast(pixels, tf.float32), training=False)
+        return {cut: tf.cast(outputs[cut], tf.float32) for cut in cuts}
+
+    return lambda pixels: {cut: value.numpy() for cut, value in forward(pixels).items()}
+
+
+def extract(
+    store: PartStore,
+    backbone: Backbone,
+    weights: str,
+    groups: CutGroups,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> ExtractStats:
+    """Compute each group's missing cuts for its images and commit them as parts; the caller holds the lock."""
+    stats = ExtractStats()
+    total = sum(len(records) for records in groups.values())
+    if not total:
+        return stats
+    model = backbone.build(weights)
+    weights_id = backbone.weights_id(weights)
+    writer = PartWriter(store)
+    with _progress_bar(progress, total, backbone.name) as advance:
+        try:
+            for cuts, records in groups.items():
+                keys = {cut: CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id) for cut in cuts}
+                forward = frozen_forward(backbone, model, cuts)
+                for batch in decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance):
+                    for cut, values in forward(batch.pixels).items():
+                        writer.add(keys[cut], batch.sha1s, values)
+                        stats.computed_by_cut[cut] = stats.computed_by_cut.get(cut, 0) + len(batch.sha1s)
+                    stats.computed += len(batch.sha1s)
+        finally:
+            writer.close()
+    stats.bytes = writer.bytes_written
+    return stats
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, name: str) -> Iterator[Callable[[int], None]]:
+    """A rich bar on stderr with images/s and ETA; a no-op when disabled (tests, Ray workers, --json)."""
+    if not enabled:
+        yield lambda _count: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"extracting {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>6.1f} images/s"),
+        TimeRemainingColumn(),
+    )
+    start = time.perf_counter()
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("extract", total=total, rate=0.0)
+
+        def advance(count: int) -> None:
+            done = bar.tasks[0].completed + count
+            bar.update(task, advance=count, rate=done / max(time.perf_counter() - start, 1e-9))
+
+        yield advance
+
+
+def group_by_missing(records: Iterable[ImageRecord], missing: Callable[[str], tuple[str, ...]]) -> CutGroups:
+    """Group records (first of each sha1) by the cuts they miss; records missing nothing are left out."""
+    groups: CutGroups = {}
+    seen: set[str] = set()
+    for record in records:
+        if record.sha1 in seen:
+            continue
+        seen.add(record.sha1)
+        cuts = missing(record.sha1)
+        if cuts:
+            groups.setdefault(cuts, []).append(record)
+    return groups

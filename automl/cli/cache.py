@@ -1,0 +1,229 @@
+"""`automl cache ls|build|verify|prune`: inspect, fill, check and trim the shared bottleneck cache.
+
+Exit codes: 0 on success; 1 when `verify` found damaged parts (they are removed unless --keep, and the
+next build recomputes their images); 2 for bad input (recipe, unknown backbone, bad size or age).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from automl.errors import InputError
+
+cache_app = typer.Typer(help="Inspect, build, verify and prune the bottleneck cache.", no_args_is_help=True)
+
+CACHE_OPTION = typer.Option(None, "--cache", help="Cache folder (default: $AUTOML_CACHE, else ~/.cache/automl).")
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _store(cache: str | None):  # -> PartStore, imported lazily to keep `automl --help` fast
+    from automl.cache.store import PartStore
+    from automl.paths import cache_root
+
+    return PartStore(cache_root(cache))
+
+
+def _echo_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2))
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `500MB`, `10G`, `1.5GiB`, `2048` (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InputError(f"--max-size {text!r} is not a size", hint="write it like 500MB, 10GB or 1.5G")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def parse_age(text: str) -> float:
+    """Seconds from `30d`, `12h`, `90m`, `1h30m`."""
+    from automl.recipe import parse_duration
+
+    days = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d\s*", text)
+    if days:
+        return float(days.group(1)) * 86400
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"--older-than {text!r} is not an age", hint="write it like 30d, 12h or 90m") from exc
+    return float(seconds or 0)
+
+
+@cache_app.command("ls")
+def list_entries(cache: str | None = CACHE_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """One line per (backbone, weights, cut, preprocessing): parts, images, size, dtype, shape, age."""
+    store = _store(cache)
+    entries: dict[tuple[str, ...], dict[str, Any]] = defaultdict(
+        lambda: {"parts": 0, "rows": 0, "bytes": 0, "dtypes": set(), "shape": None, "newest": 0.0}
+    )
+    for part in store.parts():
+        m = part.manifest
+        entry = entries[(m.backbone, m.weights_id, m.cut, m.preprocessing_id)]
+        entry.update(shape=list(m.shape), newest=max(entry["newest"], m.created))
+        entry["parts"] += 1
+        entry["rows"] += m.rows
+        entry["bytes"] += m.bytes
+        entry["dtypes"].add(str(m.dtype).lstrip("<|"))
+    rows = [
+        {"backbone": b, "weights_id": w, "cut": c, "preprocessing_id": p, **e, "dtypes": sorted(e["dtypes"])}
+        for (b, w, c, p), e in sorted(entries.items())
+    ]
+    if as_json:
+        _echo_json({"root": str(store.root), "entries": rows, "bytes": sum(r["bytes"] for r in rows)})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "backbone", "weights", "cut", "images", "parts", "size", "dtype", "shape", "newest", title=str(store.root)
+    )
+    for row in rows:
+        table.add_row(
+            row["backbone"],
+            row["weights_id"][:24],
+            row["cut"],
+            f"{row['rows']:,}",
+            str(row["parts"]),
+            f"{row['bytes'] / 1e6:,.1f} MB",
+            ",".join(row["dtypes"]),
+            "x".join(map(str, row["shape"])),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(row["newest"])),
+        )
+    Console().print(table if rows else f"{store.root}: empty")
+
+
+@cache_app.command("build")
+def build(
+    recipe_file: Path = typer.Argument(..., help="Recipe YAML: its dataset, backbones, weights, cuts and cache."),
+    executor: str = typer.Option("auto", help="local, ray (shard over the connected Ray cluster) or auto."),
+    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Compute the recipe's missing bottlenecks now, so that its search starts on a warm cache."""
+    from automl.backbones.registry import get_backbone
+    from automl.cache import BottleneckCache
+    from automl.data.dataset import Dataset
+    from automl.paths import cache_root
+    from automl.recipe import load_recipe
+
+    if executor not in ("auto", "local", "ray"):
+        raise InputError(f"--executor {executor!r} is not allowed", hint="use local, ray or auto")
+    recipe = load_recipe(recipe_file)
+    dataset = Dataset.from_recipe(recipe.data, progress=not as_json)
+    cache = BottleneckCache(cache_root(recipe.cache))
+    cuts = recipe.search.cuts
+    results = []
+    for name in recipe.search.backbones:
+        backbone = get_backbone(name)
+        stats = cache.ensure(
+            backbone,
+            recipe.search.weights,
+            cuts,
+            dataset.records,
+            progress=not as_json,
+            executor=executor,  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
+        results.append(
+            {
+                "backbone": name,
+                "cuts": list(cuts),
+                "computed": stats.computed,
+                "reused": stats.reused,
+                "computed_by_cut": stats.computed_by_cut,
+                "failed": [{"file": str(f.path), "reason": f.reason} for f in stats.failed],
+                "repaired": stats.repaired,
+                "seconds": round(stats.seconds, 3),
+                "bytes": stats.bytes,
+            }
+        )
+        if not as_json:
+            rate = stats.computed / stats.seconds if stats.seconds else 0.0
+            typer.echo(
+                f"{name} [{', '.join(cuts)}]: {stats.computed} computed, {stats.reused} reused, "
+                f"{len(stats.failed)} failed, {stats.bytes / 1e6:.1f} MB written in {stats.seconds:.1f} s "
+                f"({rate:.1f} images/s)"
+            )
+            for item in [*results[-1]["failed"], *({"file": r, "reason": "damaged part"} for r in stats.repaired)]:
+                typer.secho(f"  skipped {item['file']}: {item['reason']}", fg=typer.colors.YELLOW)
+    if as_json:
+        _echo_json({"root": cache.root, "recipe": recipe.name, "backbones": results})
+
+
+@cache_app.command("verify")
+def verify(
+    cache: str | None = CACHE_OPTION,
+    keep: bool = typer.Option(False, "--keep", help="Only report damaged parts; do not delete them."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check every part's size, SHA-256 and content against its manifest; delete damaged ones (exit 1)."""
+    store = _store(cache)
+    parts = store.parts()
+    bad = store.check_all(delete=not keep, force=True)
+    report = {
+        "root": str(store.root),
+        "parts": len(parts),
+        "ok": len(parts) - sum(1 for b in bad if b.reason != "manifest is unreadable"),
+        "bad": [{"part": str(b.path), "reason": b.reason, "deleted": b.deleted} for b in bad],
+    }
+    if as_json:
+        _echo_json(report)
+    else:
+        typer.echo(f"{store.root}: {report['ok']} of {len(parts)} parts intact")
+        for item in report["bad"]:
+            action = "deleted; the next build recomputes its images" if item["deleted"] else "kept (--keep)"
+            typer.secho(f"  damaged {item['part']}: {item['reason']} ({action})", fg=typer.colors.RED)
+    if bad:
+        raise typer.Exit(1)
+
+
+@cache_app.command("prune")
+def prune(
+    cache: str | None = CACHE_OPTION,
+    backbone: str | None = typer.Option(None, help="Delete every part of this backbone."),
+    older_than: str | None = typer.Option(None, help="Delete parts created longer ago than this (30d, 12h)."),
+    max_size: str | None = typer.Option(None, help="Then delete the oldest parts until the cache fits (10GB)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted, delete nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Delete parts by backbone, age or total size; always clears files left by writers that died."""
+    from automl.cache.store import select_for_pruning
+
+    store = _store(cache)
+    chosen = select_for_pruning(
+        store.parts(),
+        backbone=backbone,
+        older_than_s=parse_age(older_than) if older_than else None,
+        max_bytes=parse_size(max_size) if max_size else None,
+    )
+    stale = [] if dry_run else store.prune_stale()
+    if not dry_run:
+        for part in chosen:
+            store.delete(part)
+    freed = sum(part.manifest.bytes for part in chosen)
+    if as_json:
+        _echo_json(
+            {
+                "root": str(store.root),
+                "dry_run": dry_run,
+                "parts": [str(part.path) for part in chosen],
+                "bytes": freed,
+                "stale_files": [str(path) for path in stale],
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{store.root}: {verb} {len(chosen)} parts ({freed / 1e6:,.1f} MB), {len(stale)} stale files")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")
