@@ -10,7 +10,7 @@ from automl.data.dataset import (
     Split,
     scan_dataset,
 )
-from automl.data.images import MAX_PIXELS, ImageError, ImageInfo, decode_image, probe_image
+from automl.data.images import MAX_PIXELS, ImageError, ImageInfo, decode_image, probe_image, verify_image
 
 __all__ = [
     "MAX_PIXELS",
@@ -26,4 +26,5 @@ __all__ = [
     "decode_image",
     "probe_image",
     "scan_dataset",
+    "verify_image",
 ]

@@ -8,8 +8,8 @@ Split: each image gets a number u = H(seed, sha1) in [0, 1) and lands in train, 
 with the fractions, class by class. So the split depends only on the bytes and the seed: duplicates share
 a split, a new image never moves an old one, and a new seed gives a new split. Per class the split is
 stratified in expectation (the fractions hold per class, not just overall).
-Guarantee: a class of at least 3 images gets at least 1 val and 1 test image. When the hash leaves one of
-them empty, the image whose u lies closest to the empty split's interval moves there, taken only from a
+Guarantee: a class of at least 3 images gets at least 1 train, 1 val and 1 test image. When the hash leaves
+a split empty, the image whose u lies closest to the empty split's interval moves there, taken only from a
 split that keeps at least one image. This moves the fewest images possible and only in classes where the
 hash alone failed the guarantee (tiny classes); there, adding images may send a moved image back to its
 hash split. A class of 1-2 images cannot have all three: it goes wholly to train, with a warning.
@@ -37,8 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from automl.backbones.base import Resize
-from automl.data.images import ImageError, ImageInfo, decode_image, probe_image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from automl.data.images import ImageError, ImageInfo, probe_image, verify_image
 from automl.errors import DatasetError
 from automl.paths import resolve_dataset, user_cache_dir
 
@@ -48,7 +51,6 @@ if TYPE_CHECKING:
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 MIN_IMAGES_FOR_SPLIT = 3
-_VERIFY_RESIZE = Resize(size=32)
 _INDEX_VERSION = 1
 
 
@@ -104,6 +106,8 @@ class Dataset:
     skipped: list[SkippedFile] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    problem: DatasetError | None = None
+    """Why the folder cannot be used (fewer than 2 usable classes); set only with `allow_unusable`."""
 
     def split(self, name: Split) -> list[ImageRecord]:
         return [record for record in self.records if record.split == name]
@@ -141,11 +145,13 @@ def scan_dataset(
     verify: bool = True,
     progress: bool = False,
     use_index: bool = True,
+    allow_unusable: bool = False,
 ) -> Dataset:
     """Scan `root/<class>/<file>`; raise `DatasetError` when the folder cannot be used at all.
 
     `verify` decodes each new file once (see the module docstring); `use_index=False` ignores the scan
-    index and re-reads every file.
+    index and re-reads every file; `allow_unusable` returns a folder with fewer than 2 usable classes with
+    `problem` set instead of raising, so that `automl data check` can still list what it found.
     """
     root = Path(root)
     fractions = {"train": train, "val": val, "test": test}
@@ -176,12 +182,15 @@ def scan_dataset(
         else:
             found = "is empty" if not any(c.parent.name == name for c in candidates) else "has no usable image"
             warnings.append(f"class folder '{name}' {found}: it is left out; add images to it or remove the folder")
+    problem = None
     if len(classes) < 2:
-        raise DatasetError(
+        problem = DatasetError(
             f"{root}: {len(classes)} usable class{'es' if len(classes) != 1 else ''} "
             f"({', '.join(classes) or 'none'}); a classifier needs at least 2",
             hint="put each class's photos in its own sub-folder; `automl data check` lists every skipped file",
         )
+        if not allow_unusable:
+            raise problem
 
     records: list[ImageRecord] = []
     for label, name in enumerate(classes):
@@ -193,7 +202,8 @@ def scan_dataset(
             warnings.append(warning)
         records.extend(ImageRecord(f.path, f.sha1, label, splits[f.sha1]) for f in files)
     records.sort(key=lambda r: (r.label, str(r.path)))
-    return Dataset(root, classes, records, scanned, skipped, duplicates, warnings)
+    skipped.sort(key=lambda s: str(s.path))
+    return Dataset(root, classes, records, scanned, skipped, duplicates, warnings, problem)
 
 
 def _check_root(root: Path) -> None:
@@ -281,19 +291,21 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     if not enabled:
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     columns = (
         TextColumn("scanning"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.speed:>6.0f} files/s" if total else ""),
+        _RateColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("scan", total=total)
         yield lambda: bar.advance(task)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} files/s")
 
 
 @dataclass
@@ -313,9 +325,7 @@ def _read_entry(path: Path, stat: os.stat_result, verify: bool) -> _Entry:
     sha1 = hashlib.sha1(data).hexdigest()
     info, error = None, None
     try:
-        info = probe_image(data)
-        if verify:
-            decode_image(data, _VERIFY_RESIZE)
+        info = verify_image(data) if verify else probe_image(data)
     except ImageError as exc:
         info, error = None, exc.reason
     return _Entry(stat.st_size, stat.st_mtime_ns, sha1, info, error, verify)
@@ -414,7 +424,7 @@ def _unit_hash(seed: int, sha1: str, purpose: str = "split") -> float:
 def _split_class(
     name: str, sha1s: list[str], fractions: dict[Split, float], seed: int
 ) -> tuple[dict[str, Split], str | None]:
-    """Each image's split by its hash, then the val/test guarantee (see the module docstring)."""
+    """Each image's split by its hash, then the one-image-per-split guarantee (see the module docstring)."""
     if len(sha1s) < MIN_IMAGES_FOR_SPLIT:
         missing = MIN_IMAGES_FOR_SPLIT - len(sha1s)
         warning = (
@@ -432,7 +442,7 @@ def _split_class(
         sha1: "train" if u < bounds["val"][0] else "val" if u < bounds["test"][0] else "test"
         for sha1, u in position.items()
     }
-    for needed in ("test", "val"):
+    for needed in SPLITS:
         counts = {s: sum(1 for v in splits.values() if v == s) for s in SPLITS}
         if counts[needed]:
             continue

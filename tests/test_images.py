@@ -1,0 +1,152 @@
+"""decode_image on every odd file real folders hold: pixels checked, not just "no exception"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from image_cases import (
+    BLUE,
+    RED,
+    TEXT,
+    WHITE,
+    animated_gif,
+    cmyk_jpeg,
+    decompression_bomb,
+    encode,
+    exif_rotated_jpeg,
+    grayscale,
+    jpeg,
+    la_transparent,
+    noise,
+    palette,
+    png,
+    rgba_half_transparent,
+    sixteen_bit_png,
+    truncated_jpeg,
+    truncated_png,
+    webp,
+)
+from PIL import Image, ImageFile
+
+from automl.backbones.base import Resize
+from automl.data.images import MAX_PIXELS, ImageError, decode_image, probe_image
+
+
+def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+def test_format_is_read_from_content_not_extension() -> None:
+    for data, fmt in ((png(1), "PNG"), (webp(2), "WEBP"), (jpeg(3), "JPEG")):
+        pixels = decode_image(data)
+        assert pixels.shape == (40, 48, 3) and pixels.dtype == np.uint8
+        assert probe_image(data).format == fmt
+
+
+def test_lossless_png_pixels_are_exact() -> None:
+    assert np.array_equal(decode_image(png(4)), np.asarray(noise(4)))
+
+
+def test_rgba_transparency_is_composited_on_white() -> None:
+    pixels = decode_image(rgba_half_transparent())
+    assert close_to(pixels[10, 5], RED, 0)
+    assert close_to(pixels[10, 35], WHITE, 0)  # transparent black must not come out black
+
+
+def test_la_transparency_is_white() -> None:
+    assert close_to(decode_image(la_transparent())[0, 0], WHITE, 0)
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_palette_images(transparent: bool) -> None:
+    pixels = decode_image(palette(transparent))
+    assert close_to(pixels[5, 2], RED, 0)
+    assert close_to(pixels[5, 15], WHITE if transparent else BLUE, 0)
+
+
+def test_grayscale_becomes_three_equal_channels() -> None:
+    pixels = decode_image(grayscale(90))
+    assert pixels.shape == (24, 24, 3) and np.all(pixels == 90)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    assert probe_image(cmyk_jpeg()).mode == "CMYK"
+    assert close_to(decode_image(cmyk_jpeg())[16, 16], (0, 255, 255), 20)
+
+
+def test_sixteen_bit_png_keeps_its_high_byte() -> None:
+    """Pillow's plain RGB conversion would clip 0x8000 to 255 (white)."""
+    assert probe_image(sixteen_bit_png()).mode.startswith("I")
+    assert np.all(decode_image(sixteen_bit_png(0x8000)) == 0x80)
+    assert np.all(decode_image(sixteen_bit_png(0x1234)) == 0x12)
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    data = animated_gif()
+    assert probe_image(data).frames == 2
+    assert close_to(decode_image(data)[10, 10], RED, 0)
+
+
+def test_exif_orientation_is_applied() -> None:
+    pixels = decode_image(exif_rotated_jpeg())
+    assert pixels.shape == (60, 30, 3)  # stored 60 wide x 30 tall, shown rotated
+    assert close_to(pixels[10, 15], RED) and close_to(pixels[50, 15], BLUE)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (TEXT, "text"),
+        (b"\x00\x01\x02\x03garbage" * 10, "no known image format"),
+        (truncated_jpeg(), "truncated"),
+        (truncated_png(), "truncated"),
+        (decompression_bomb(), "decompression bomb"),  # above twice Pillow's limit: Pillow's own refusal
+        (decompression_bomb(10_000, 9_000), "decompression bomb"),  # between the limits: our check
+    ],
+    ids=["zero-byte", "text", "binary-junk", "truncated-jpeg", "truncated-png", "bomb-huge", "bomb-just-above"],
+)
+def test_unusable_bytes_raise_image_error_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageError) as error:
+        decode_image(data)
+    assert reason in error.value.reason
+    assert "\n" not in error.value.reason
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_bomb_is_refused_from_its_header_without_allocating() -> None:
+    assert MAX_PIXELS < 10_000 * 9_000
+    with pytest.raises(ImageError, match="90,000,000 pixels"):
+        probe_image(decompression_bomb(10_000, 9_000))
+
+
+def test_truncated_images_are_not_silently_accepted() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    probe_image(truncated_jpeg())  # the header alone looks fine...
+    with pytest.raises(ImageError):
+        decode_image(truncated_jpeg(), Resize(32))  # ...the decode, even scaled down, is not
+
+
+def test_resize_centre_crops_the_short_side() -> None:
+    """A green square inside a red frame: a 40 % centre crop (80 px of the 100 px green) keeps only green."""
+    image = Image.new("RGB", (300, 200), RED)
+    image.paste((0, 160, 0), (100, 50, 200, 150))
+    pixels = decode_image(encode(image, "PNG"), Resize(size=20, crop_fraction=0.4, resample="bicubic"))
+    assert pixels.shape == (20, 20, 3)
+    assert all(close_to(pixels[y, x], (0, 160, 0), 8) for y in (0, 10, 19) for x in (0, 10, 19))
+
+
+def test_large_jpeg_decoded_scaled_down_matches_full_decode() -> None:
+    """DCT-scaled decoding (draft) of a big photo gives the same picture as decoding at full size."""
+    y, x = np.mgrid[0:1200, 0:1800]
+    smooth = np.stack([x * 255 // 1800, y * 255 // 1200, (x + y) * 255 // 3000], axis=-1).astype(np.uint8)
+    data = encode(Image.fromarray(smooth), "JPEG", quality=90)
+    resize = Resize(size=224, crop_fraction=0.875, resample="bicubic")
+    scaled = decode_image(data, resize)
+    reference = Image.fromarray(decode_image(data))
+    side = 0.875 * 1200
+    box = ((1800 - side) / 2, (1200 - side) / 2, (1800 + side) / 2, (1200 + side) / 2)
+    full = np.asarray(reference.resize((224, 224), Image.Resampling.BICUBIC, box=box))
+    assert scaled.shape == (224, 224, 3)
+    assert np.abs(scaled.astype(int) - full.astype(int)).mean() < 2.0
