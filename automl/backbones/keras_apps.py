@@ -12,6 +12,7 @@ publishes, or a `.weights.h5` saved from a model built here).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,8 @@ class KerasApplication(Backbone):
         return f"keras-imagenet-{self.weights_file}"
 
     def _pretrained_offline(self, weights: str) -> bool:
-        import keras
-
-        return (Path(keras.config.keras_home()) / "models" / self.weights_file).is_file()
+        keras_home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+        return (keras_home / "models" / self.weights_file).is_file()
 
 
 def _application(
