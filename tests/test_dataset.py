@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -90,6 +91,16 @@ def test_a_rescan_reads_only_changed_files(tmp_path: Path, monkeypatch: pytest.M
     rescanned = scan(root)
     assert reads == [changed]
     assert next(r.sha1 for r in rescanned.records if r.path == changed) != first.records[0].sha1
+
+
+def test_a_corrupt_scan_index_is_ignored_and_rewritten(tmp_path: Path, isolated_scan_index: Path) -> None:
+    root = tmp_path / "ds"
+    make_classes(root, {"a": 4, "b": 4})
+    first = scan(root)
+    (index_file,) = (isolated_scan_index / "automl" / "scans").iterdir()
+    index_file.write_text('{"version": 1, "files": {"a/0.png": [1, 2')
+    assert scan(root).records == first.records
+    assert json.loads(index_file.read_text())["files"].keys() == {f"{c}/{n}.png" for c in "ab" for n in range(4)}
 
 
 def test_header_only_scan_misses_truncation_and_a_verifying_scan_catches_it(tmp_path: Path) -> None:

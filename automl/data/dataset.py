@@ -174,14 +174,7 @@ def scan_dataset(
     conflicted = {item.path for item in conflicts}
     unique = _unique_by_class(file for file in scanned if file.path not in conflicted)
 
-    warnings: list[str] = []
-    classes = []
-    for name in class_dirs:
-        if unique.get(name):
-            classes.append(name)
-        else:
-            found = "is empty" if not any(c.parent.name == name for c in candidates) else "has no usable image"
-            warnings.append(f"class folder '{name}' {found}: it is left out; add images to it or remove the folder")
+    classes, warnings = _usable_classes(class_dirs, unique, {path.parent.name for path in candidates})
     problem = None
     if len(classes) < 2:
         problem = DatasetError(
@@ -204,6 +197,20 @@ def scan_dataset(
     records.sort(key=lambda r: (r.label, str(r.path)))
     skipped.sort(key=lambda s: str(s.path))
     return Dataset(root, classes, records, scanned, skipped, duplicates, warnings, problem)
+
+
+def _usable_classes(
+    class_dirs: list[str], unique: dict[str, list[ScannedFile]], with_files: set[str]
+) -> tuple[list[str], list[str]]:
+    """The class folders holding at least one usable image, and a warning for each one left out."""
+    classes, warnings = [], []
+    for name in class_dirs:
+        if unique.get(name):
+            classes.append(name)
+        else:
+            found = "has no usable image" if name in with_files else "is empty"
+            warnings.append(f"class folder '{name}' {found}: it is left out; add images to it or remove the folder")
+    return classes, warnings
 
 
 def _check_root(root: Path) -> None:
