@@ -1,0 +1,52 @@
+"""`automl cache build` as users run it: real subprocesses racing to fill the same cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from automl.cache.store import PartStore
+
+
+def _recipe(tmp_path: Path, animals10: Path, cache: Path) -> Path:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        f"data: {{folder: {json.dumps(str(animals10))}, max_per_class: 2}}\n"
+        "search: {backbones: mobilenet_v2, weights: none, cuts: [all]}\n"
+        f"cache: {json.dumps(str(cache))}\n"
+    )
+    return recipe
+
+
+def _automl(*args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "automl", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_concurrent_builds_both_succeed_and_leave_one_valid_cache(tmp_path: Path, animals10: Path) -> None:
+    cache = tmp_path / "cache"
+    recipe = _recipe(tmp_path, animals10, cache)
+    builds = [_automl("cache", "build", str(recipe), "--json") for _ in range(2)]
+    outputs = [build.communicate(timeout=300) for build in builds]
+    for build, (_out, err) in zip(builds, outputs, strict=True):
+        assert build.returncode == 0, err[-2000:]
+    reports = [json.loads(out)["backbones"][0] for out, _err in outputs]
+
+    images = reports[0]["computed"] + reports[0]["reused"]
+    assert images == 20
+    assert sorted(r["computed"] for r in reports) == [0, images]  # the lock made the second one reuse
+    parts = PartStore(cache).parts()
+    sha1s = [sha1 for part in parts for sha1 in PartStore(cache).sha1s(part)]
+    assert len(sha1s) == len(set(sha1s)) == images  # no duplicate rows
+    verify = subprocess.run(
+        [sys.executable, "-m", "automl", "cache", "verify", "--cache", str(cache), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] == len(parts)
