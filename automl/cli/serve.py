@@ -1,0 +1,68 @@
+"""`automl serve RUN_DIR|MODEL`: the HTTP API for an exported model (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from automl.errors import InputError
+
+API_KEY_ENV = "AUTOML_API_KEY"
+
+
+def serve(
+    model: Path = typer.Argument(..., help="Run folder a search wrote, its model/ folder, or a .keras file."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; loopback unless you mean to expose the API."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
+    api_key: str | None = typer.Option(
+        None,
+        envvar=API_KEY_ENV,
+        help=f"Require this key as 'X-API-Key' or 'Authorization: Bearer'; prefer ${API_KEY_ENV} (ps shows args).",
+    ),
+    max_batch: int = typer.Option(32, min=1, help="Most images per model call."),
+    batch_window_ms: float = typer.Option(5.0, min=0.0, help="How long a batch waits for more requests."),
+    max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest upload accepted (413 above)."),
+    upload_timeout_s: float = typer.Option(30.0, min=0.1, help="Slowest upload accepted (408 after)."),
+    log_level: str = typer.Option("info", help="Uvicorn log level: critical, error, warning, info, debug."),
+) -> None:
+    """Serve MODEL over HTTP: POST /v1/predict, GET /v1/labels, /healthz, /metrics, docs at /docs."""
+    if not model.exists():
+        raise InputError(f"{model}: no such run folder or model file", hint="give the run folder a search wrote")
+    if api_key is not None and not api_key.strip():
+        raise InputError(f"--api-key / ${API_KEY_ENV} is empty", hint="unset it to serve without a key")
+    if not api_key and not _is_loopback(host):
+        typer.secho(
+            f"warning: serving on {host} without an API key: anyone who can reach it can use the model",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+
+    import uvicorn
+
+    from automl.exported import ExportedModel
+    from automl.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        upload_timeout_s=upload_timeout_s,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        api_key=api_key,
+    )
+    app = create_app(ExportedModel.load(model), settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,207 @@
+"""The HTTP API: upload a photo, get labels with scores, the same JSON `automl predict --json` prints.
+
+Per request, the photo is read with its limits enforced (`upload.py`), decoded in a thread pool (Pillow
+releases the GIL, and the event loop must stay free to accept other clients), then joins a micro-batch
+(`batching.py`) so that concurrent requests share one model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from automl.backbones.base import Resize
+from automl.data.images import ImageError, decode_image
+from automl.serve.batching import MicroBatcher
+from automl.serve.metrics import MetricsMiddleware, ServerMetrics
+from automl.serve.upload import UPLOAD_FIELD, read_upload
+
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
+BEARER = HTTPBearer(auto_error=False)
+"""Both ways to send the API key; declared as security schemes so that /docs offers an Authorize button."""
+
+
+class Classifier(Protocol):
+    """What the server needs from a model (`automl.exported.ExportedModel` is one)."""
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    @property
+    def resize(self) -> Resize: ...
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB (N, size, size, 3) → class probabilities (N, len(labels))."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The server's limits and knobs; the CLI maps its options onto these."""
+
+    max_body_bytes: int = 20 * 1024 * 1024
+    upload_timeout_s: float = 30.0
+    max_batch: int = 32
+    batch_window_ms: float = 5.0
+    decode_threads: int = os.cpu_count() or 2
+    api_key: str | None = None
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    """One photo's result, shaped like an entry of `automl predict --json` (`file`: the upload's name)."""
+
+    file: str | None
+    labels: list[LabelScore]
+
+
+class Labels(BaseModel):
+    labels: list[str]
+
+
+class Health(BaseModel):
+    status: str
+    labels: int
+    input_size: int
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A photo (JPEG, PNG, WebP, GIF, BMP, TIFF...), as a multipart field or as the raw body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {UPLOAD_FIELD: {"type": "string", "format": "binary"}},
+                    "required": [UPLOAD_FIELD],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+ERROR_RESPONSES = {
+    400: {"description": "Malformed multipart body."},
+    401: {"description": "Missing or wrong API key (when the server has one)."},
+    408: {"description": "The upload was too slow."},
+    413: {"description": "The upload is larger than the server's limit."},
+    415: {"description": "The declared media type is not an image."},
+    422: {"description": "No photo sent, or the bytes are not a decodable image; `detail` says why."},
+}
+
+
+def top_labels(probabilities: np.ndarray, labels: list[str], top: int) -> list[LabelScore]:
+    """The `top` most probable labels, best first, scores rounded like `automl predict`."""
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    return [LabelScore(label=labels[i], score=round(float(probabilities[i]), 6)) for i in order]
+
+
+def create_app(model: Classifier, settings: ServeSettings | None = None) -> FastAPI:
+    """A FastAPI app serving `model`; the micro-batcher and decode threads live as long as the app runs."""
+    settings = settings or ServeSettings()
+    labels = list(model.labels)
+    metrics = ServerMetrics()
+    batcher = MicroBatcher(
+        model.predict_arrays,
+        max_batch=settings.max_batch,
+        window_s=settings.batch_window_ms / 1000,
+        observer=metrics.record_batch,
+    )
+    decoders = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            decoders.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="automl image classifier",
+        summary=f"Labels a photo with one of {len(labels)} classes.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics,
+        routes=frozenset({"/v1/predict", "/v1/labels", "/healthz", "/metrics", "/docs", "/openapi.json"}),
+    )
+    require_key = _api_key_dependency(settings.api_key)
+
+    @app.post(
+        "/v1/predict",
+        dependencies=[Depends(require_key)],
+        openapi_extra=PREDICT_BODY,
+        responses=ERROR_RESPONSES,  # type: ignore[arg-type]
+    )
+    async def predict(
+        request: Request,
+        top: Annotated[int, Query(ge=1, description="How many labels to return, best first.")] = 5,
+    ) -> Prediction:
+        """Label one photo; send it as the multipart field `file` or as the raw request body."""
+        upload = await read_upload(request, max_bytes=settings.max_body_bytes, timeout_s=settings.upload_timeout_s)
+        loop = asyncio.get_running_loop()
+        try:
+            pixels = await loop.run_in_executor(decoders, decode_image, upload.data, model.resize)
+        except ImageError as exc:
+            raise HTTPException(422, f"cannot decode the upload as an image: {exc.reason}") from None
+        probabilities = await batcher.predict(pixels)
+        return Prediction(file=upload.filename, labels=top_labels(probabilities, labels, top))
+
+    @app.get("/v1/labels", dependencies=[Depends(require_key)])
+    async def list_labels() -> Labels:
+        """The class labels, in the model's output order."""
+        return Labels(labels=labels)
+
+    @app.get("/healthz")
+    async def health() -> Health:
+        """Liveness and readiness: the model is loaded once the server accepts connections."""
+        return Health(status="ok", labels=len(labels), input_size=model.resize.size)
+
+    @app.get("/metrics", dependencies=[Depends(require_key)], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format: requests by status, latency, batch sizes, process memory."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _api_key_dependency(api_key: str | None) -> Callable[..., Awaitable[None]]:
+    """A dependency accepting the key as `X-API-Key: KEY` or `Authorization: Bearer KEY`; no key: open."""
+
+    async def require_key(
+        header_key: Annotated[str | None, Security(KEY_HEADER)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    ) -> None:
+        if api_key is None:
+            return
+        offered = header_key or (credentials.credentials if credentials else None)
+        if offered is None or not secrets.compare_digest(offered.encode(), api_key.encode()):
+            raise HTTPException(
+                401,
+                "missing or wrong API key: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require_key

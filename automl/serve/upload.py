@@ -1,0 +1,90 @@
+"""Read the uploaded photo's bytes from a request, refusing oversized, stalled and malformed uploads early.
+
+Two ways to send a photo: a multipart form with the field `file` (HTML forms, `curl -F file=@cat.jpg`),
+or the raw bytes as the body (`curl --data-binary @cat.jpg`). The size limit is checked twice: against
+the declared Content-Length before anything is read, and by counting bytes as they stream in, because
+a chunked body declares no length and a client may lie about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+UPLOAD_FIELD = "file"
+ACCEPTED_MEDIA_TYPES = ("image/", "application/octet-stream", "application/x-www-form-urlencoded")
+"""Declared types an image may arrive with; urlencoded is what `curl --data-binary` declares by default.
+Any other declared type (text/plain, application/json, ...) is refused with 415 before decoding."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The photo's bytes and, for a multipart upload, the file name the client gave."""
+
+    data: bytes
+    filename: str | None
+
+
+async def read_upload(request: Request, *, max_bytes: int, timeout_s: float) -> Upload:
+    """The photo, or an HTTPException (400, 408, 413, 415, 422) saying what is wrong and what to do."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(f"the request declares {int(declared):,} bytes", max_bytes)
+    content_type = request.headers.get("content-type", "")
+    try:
+        async with asyncio.timeout(timeout_s):
+            if content_type.startswith("multipart/form-data"):
+                upload, part_type = await _read_multipart(request, max_bytes)
+            else:
+                upload = Upload(b"".join([chunk async for chunk in _bounded(request, max_bytes)]), None)
+                part_type = content_type
+    except TimeoutError:
+        raise HTTPException(408, f"the upload took longer than {timeout_s:g} s; send the photo faster") from None
+    _check_media_type(part_type)
+    if not upload.data:
+        raise HTTPException(
+            422, f"empty upload (0 bytes): send a photo as the multipart field '{UPLOAD_FIELD}' or as the raw body"
+        )
+    return upload
+
+
+async def _bounded(request: Request, max_bytes: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise _too_large(f"the body passed {max_bytes:,} bytes while streaming", max_bytes)
+        yield chunk
+
+
+async def _read_multipart(request: Request, max_bytes: int) -> tuple[Upload, str]:
+    parser = MultiPartParser(request.headers, _bounded(request, max_bytes), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc.message}") from None
+    try:
+        part = form.get(UPLOAD_FIELD)
+        if not isinstance(part, UploadFile):
+            sent = ", ".join(sorted(form.keys())) or "none"
+            raise HTTPException(422, f"multipart field '{UPLOAD_FIELD}' with a photo is missing (fields sent: {sent})")
+        return Upload(await part.read(), part.filename), part.content_type or ""
+    finally:
+        await form.close()
+
+
+def _check_media_type(content_type: str) -> None:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and not media_type.startswith(ACCEPTED_MEDIA_TYPES):
+        raise HTTPException(
+            415, f"unsupported media type '{media_type}': send a photo (image/* or application/octet-stream)"
+        )
+
+
+def _too_large(what: str, max_bytes: int) -> HTTPException:
+    return HTTPException(413, f"upload too large: {what}; the limit is {max_bytes:,} bytes (--max-body-mb)")
