@@ -98,7 +98,7 @@ def test_a_corrupt_scan_index_is_ignored_and_rewritten(tmp_path: Path, isolated_
     make_classes(root, {"a": 4, "b": 4})
     first = scan(root)
     (index_file,) = (isolated_scan_index / "automl" / "scans").iterdir()
-    index_file.write_text('{"version": 1, "files": {"a/0.png": [1, 2')
+    index_file.write_text('{"version": "2", "files": {"a/0.png": [1, 2')
     assert scan(root).records == first.records
     assert json.loads(index_file.read_text())["files"].keys() == {f"{c}/{n}.png" for c in "ab" for n in range(4)}
 

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import PIL
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 MIN_IMAGES_FOR_SPLIT = 3
-_INDEX_VERSION = 1
+_INDEX_VERSION = f"2/pillow-{PIL.__version__}"
+"""Entries from another layout or Pillow (which may decode differently) are not trusted."""
 
 
 @dataclass(frozen=True)
@@ -245,8 +247,8 @@ def _class_files(folder: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
             skipped.append(
                 SkippedFile(
                     entry,
-                    f"sub-folder inside a class ({inside} files not used): move its images up into "
-                    f"'{folder.name}/', or make it a class of its own",
+                    f"sub-folder inside a class ({inside} file{'' if inside == 1 else 's'} not used): move its "
+                    f"images up into '{folder.name}/', or make it a class of its own",
                 )
             )
         elif entry.is_file():

@@ -107,8 +107,11 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError("empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its warning threshold
+        raise ImageError(
+            f"decompression bomb refused: declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, the limit "
+            f"is {MAX_PIXELS:,}"
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError(_not_an_image(data)) from exc
     except Exception as exc:
