@@ -34,3 +34,11 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("AUTOML_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> Path:
+    """A run folder with a real exported model and its test metrics.json (built by tests/run_builder.py)."""
+    from run_builder import build_run
+
+    return build_run(tmp_path_factory.mktemp("run"), animals10)

@@ -1,0 +1,106 @@
+"""The exported model: loading from every accepted path in safe mode, atomic saving, photo prediction, runtimes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from automl.errors import InputError
+from automl.exported import ExportedModel
+
+
+def _photos(animals10: Path, count: int = 5) -> list[Path]:
+    """One real photo from each of the first `count` classes (names with spaces and parentheses included)."""
+    return [sorted((animals10 / name).iterdir())[0] for name in sorted(p.name for p in animals10.iterdir())[:count]]
+
+
+@pytest.fixture(scope="session")
+def loaded(exported_run: Path) -> ExportedModel:
+    return ExportedModel.load(exported_run)
+
+
+def test_loads_from_run_folder_model_folder_and_keras_file(exported_run: Path, loaded: ExportedModel) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (2, loaded.resize.size, loaded.resize.size, 3), np.uint8)
+    expected = loaded.predict_arrays(pixels)
+    for path in (exported_run / "model", exported_run / "model" / "model.keras"):
+        again = ExportedModel.load(path)
+        assert again.labels == loaded.labels
+        np.testing.assert_allclose(again.predict_arrays(pixels), expected, atol=1e-6)
+    assert expected.shape == (2, len(loaded.labels))
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_folder_without_a_model_or_labels_is_refused_with_a_hint(tmp_path: Path, exported_run: Path) -> None:
+    with pytest.raises(InputError, match="no exported model here"):
+        ExportedModel.load(tmp_path)
+    lonely = tmp_path / "model.keras"
+    shutil.copy(exported_run / "model" / "model.keras", lonely)
+    with pytest.raises(InputError, match=r"automl\.json: missing"):
+        ExportedModel.load(lonely)
+
+
+def test_a_keras_file_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2.0)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat))
+    from automl.backbones.base import Resize
+
+    folder = ExportedModel.save(tmp_path / "model", model, ["a", "b"], Resize(size=8))
+    with pytest.raises(InputError, match="cannot be loaded safely"):
+        ExportedModel.load(folder)
+
+
+def test_saving_is_atomic_a_failed_save_keeps_the_old_model(
+    tmp_path: Path, loaded: ExportedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = ExportedModel.save(tmp_path / "model", loaded.model, loaded.labels, loaded.resize, {"version": 1})
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loaded.model, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        ExportedModel.save(target, loaded.model, loaded.labels, loaded.resize, {"version": 2})
+    assert json.loads((target / "automl.json").read_text())["version"] == 1
+    assert ExportedModel.load(target).labels == loaded.labels
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no staging folder left behind"
+
+
+def test_predict_files_labels_real_photos_and_reports_broken_ones(
+    tmp_path: Path, loaded: ExportedModel, animals10: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    missing = tmp_path / "missing.png"
+    photos = _photos(animals10)
+    report = loaded.predict_files([*photos, broken, missing], top=3).to_dict()
+
+    assert [r["file"] for r in report["results"]] == [str(p) for p in photos]
+    for result in report["results"]:
+        scores = [item["score"] for item in result["labels"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-5
+        assert {item["label"] for item in result["labels"]} <= set(loaded.labels)
+    errors = {e["file"]: e["error"] for e in report["errors"]}
+    assert errors[str(broken)].startswith("not an image")
+    assert errors[str(missing)].startswith("cannot read")
+
+
+def test_other_runtimes_agree_with_keras_on_the_test_split(exported_run: Path) -> None:
+    runtimes = json.loads((exported_run / "metrics.json").read_text())["runtimes"]
+    keras_top1 = runtimes["keras"]["top1"]
+    for name, file in (
+        ("saved_model", "saved_model"),
+        ("tflite", "model.tflite"),
+        ("tflite_int8", "model_int8.tflite"),
+    ):
+        assert (exported_run / "model" / file).exists()
+        assert abs(runtimes[name]["top1"] - keras_top1) <= 0.01, f"{name} differs from Keras by more than 1 point"
+        assert runtimes[name]["top1_diff"] == pytest.approx(runtimes[name]["top1"] - keras_top1)
+    assert runtimes["tflite"]["max_abs_diff"] < 1e-3
+    assert runtimes["tflite_int8"]["bytes"] < runtimes["tflite"]["bytes"] / 2, "int8 weights are a quarter the size"
