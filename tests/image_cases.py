@@ -80,6 +80,11 @@ def animated_gif() -> bytes:
     return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
+def animated_gif_cut_in_second_frame() -> bytes:
+    data = animated_gif()
+    return data[: data.rindex(b"\x21\xf9") + 3]  # inside the second frame's graphic control block
+
+
 def exif_rotated_jpeg() -> bytes:
     """Stored 60x30, left half red and right half blue, with EXIF orientation 6 (display rotated 90° clockwise).
 
@@ -159,6 +164,7 @@ def odd_dataset(root: Path) -> OddDataset:
     write("cat/猫 2.png", png(5))
     write("cat/truncated.jpg", truncated_jpeg(), "truncated")
     write("cat/truncated.png", truncated_png(), "truncated")
+    write("cat/cut animation.gif", animated_gif_cut_in_second_frame(), "corrupt animation")
     write("cat/zero.jpg", b"", "empty")
     write("cat/notes.jpg", TEXT, "not an image")
     write("cat/bomb.png", decompression_bomb(), "decompression bomb")

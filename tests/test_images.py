@@ -10,6 +10,7 @@ from image_cases import (
     TEXT,
     WHITE,
     animated_gif,
+    animated_gif_cut_in_second_frame,
     cmyk_jpeg,
     decompression_bomb,
     encode,
@@ -29,7 +30,7 @@ from image_cases import (
 from PIL import Image, ImageFile
 
 from automl.backbones.base import Resize
-from automl.data.images import MAX_PIXELS, ImageError, decode_image, probe_image
+from automl.data.images import MAX_PIXELS, ImageError, decode_image, probe_image, verify_image
 
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
@@ -102,16 +103,27 @@ def test_exif_orientation_is_applied() -> None:
         (b"\x00\x01\x02\x03garbage" * 10, "no known image format"),
         (truncated_jpeg(), "truncated"),
         (truncated_png(), "truncated"),
+        (animated_gif_cut_in_second_frame(), "corrupt animation"),
         (decompression_bomb(), "decompression bomb"),  # above twice Pillow's limit: Pillow's own refusal
         (decompression_bomb(10_000, 9_000), "decompression bomb"),  # between the limits: our check
     ],
-    ids=["zero-byte", "text", "binary-junk", "truncated-jpeg", "truncated-png", "bomb-huge", "bomb-just-above"],
+    ids=[
+        "zero-byte",
+        "text",
+        "binary-junk",
+        "truncated-jpeg",
+        "truncated-png",
+        "cut-gif",
+        "bomb-huge",
+        "bomb-just-above",
+    ],
 )
 def test_unusable_bytes_raise_image_error_with_reason(data: bytes, reason: str) -> None:
-    with pytest.raises(ImageError) as error:
-        decode_image(data)
-    assert reason in error.value.reason
-    assert "\n" not in error.value.reason
+    for decode in (decode_image, verify_image):
+        with pytest.raises(ImageError) as error:
+            decode(data)
+        assert reason in error.value.reason
+        assert "\n" not in error.value.reason
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -150,3 +162,25 @@ def test_large_jpeg_decoded_scaled_down_matches_full_decode() -> None:
     full = np.asarray(reference.resize((224, 224), Image.Resampling.BICUBIC, box=box))
     assert scaled.shape == (224, 224, 3)
     assert np.abs(scaled.astype(int) - full.astype(int)).mean() < 2.0
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_random_damage_gives_pixels_or_image_error_never_a_crash() -> None:
+    """Flipped bytes and cuts anywhere in every format: the only failure decode_image may raise is ImageError."""
+    rng = np.random.default_rng(0)
+    originals = [jpeg(1), png(2), webp(3), animated_gif(), cmyk_jpeg(), sixteen_bit_png(), exif_rotated_jpeg()]
+    outcomes = {"decoded": 0, "refused": 0}
+    for original in originals:
+        for _ in range(40):
+            damaged = bytearray(original)
+            for position in rng.integers(0, len(damaged), size=rng.integers(1, 6)):
+                damaged[position] = rng.integers(0, 256)
+            cut = bytes(damaged[: rng.integers(1, len(damaged) + 1)])
+            try:
+                pixels = decode_image(cut, Resize(16))
+            except ImageError:
+                outcomes["refused"] += 1
+            else:
+                assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
+                outcomes["decoded"] += 1
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 40 * len(originals)

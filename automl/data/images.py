@@ -84,6 +84,7 @@ def decode_image(data: bytes, resize: Resize | None = None) -> np.ndarray:
     Raises `ImageError` with a short reason for anything that cannot be decoded.
     """
     with _open(data) as image:
+        _info(image)  # refuses what `verify_image` refuses (a damaged animation), so scan and decode agree
         if resize is not None and image.format == "JPEG":
             image.draft(image.mode if image.mode in ("RGB", "L") else None, _draft_size(image.size, resize))
         rgb = _decoded(image)
@@ -115,7 +116,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.UnidentifiedImageError as exc:
         raise ImageError(_not_an_image(data)) from exc
     except Exception as exc:
-        raise ImageError(f"unreadable image header ({type(exc).__name__}: {exc})") from exc
+        raise ImageError(_decode_failure(exc)) from exc
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
@@ -131,7 +132,11 @@ def _open(data: bytes) -> Image.Image:
 
 def _info(image: Image.Image) -> ImageInfo:
     width, height = image.size
-    return ImageInfo(str(image.format), image.mode, width, height, int(getattr(image, "n_frames", 1)))
+    try:
+        frames = int(getattr(image, "n_frames", 1))  # walks an animation's frame headers
+    except Exception as exc:
+        raise ImageError(f"corrupt animation: a frame header is damaged ({type(exc).__name__})") from exc
+    return ImageInfo(str(image.format), image.mode, width, height, frames)
 
 
 def _not_an_image(data: bytes) -> str:
@@ -148,7 +153,7 @@ def _not_an_image(data: bytes) -> str:
 
 def _decode_failure(exc: Exception) -> str:
     message = str(exc)
-    if "truncated" in message or isinstance(exc, EOFError):
+    if "truncated" in message.lower() or isinstance(exc, EOFError):
         return "truncated or incomplete file: the image data ends early"
     return f"corrupt image data ({type(exc).__name__}: {message})"
 
