@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -118,6 +119,21 @@ def decoded_batches(
             yield Batch(sha1s, np.stack(images))
 
 
+_built: dict[tuple[str, str], object] = {}
+_built_lock = threading.Lock()
+
+
+def built_model(backbone: Backbone, weights: str) -> object:
+    """`backbone.build(weights)`, keeping the last one built: repeated `ensure` calls in one process (a
+    dataset growing, a cut added, the train and test splits) pay the build (seconds) once."""
+    key = (backbone.name, backbone.weights_id(weights))
+    with _built_lock:
+        if key not in _built:
+            _built.clear()
+            _built[key] = backbone.build(weights)
+        return _built[key]
+
+
 def frozen_forward(backbone: Backbone, model: object, cuts: Sequence[str]) -> Callable[[np.ndarray], dict]:
     """uint8 pixels (B, size, size, 3) → {cut: float32 array}: one traced call for every batch size."""
     import tensorflow as tf
@@ -147,7 +163,7 @@ def extract(
     total = sum(len(records) for records in groups.values())
     if not total:
         return stats
-    model = backbone.build(weights)
+    model = built_model(backbone, weights)
     weights_id = backbone.weights_id(weights)
     writer = PartWriter(store)
     with _progress_bar(progress, total, backbone.name) as advance:
