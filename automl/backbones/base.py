@@ -145,7 +145,8 @@ class Backbone(abc.ABC):
         """Every cut this backbone offers, in `CUT_NAMES` order, with its activation's shape.
 
         Shapes depend on the architecture only, so they come from one model with random weights,
-        built once per backbone object (no weights are loaded, converted or downloaded).
+        built once per backbone object (no weights are loaded, converted or downloaded). Each cut is
+        checked there to be a single-tensor block boundary (InputError otherwise).
         """
         return dict(self._architecture()[0])
 
@@ -210,28 +211,36 @@ class Backbone(abc.ABC):
             cuts = {}
             for name in CUT_NAMES:
                 if name in ("all", "none") or name in self.cut_at:
-                    shape = tuple(int(d) for d in self._cut_tensor(model, name).shape[1:])
-                    cuts[name] = CutPoint(name, self.cut_at.get(name), shape)
+                    tensor = self._cut_tensor(model, name)
+                    if name in self.cut_at:
+                        shared_submodel(model, tensor, name=f"{self.name}_rest_{name}")
+                    cuts[name] = CutPoint(name, self.cut_at.get(name), tuple(int(d) for d in tensor.shape[1:]))
             cached = self.__dict__["_architecture_cache"] = (cuts, int(model.count_params()))
         return cached
 
 
-def copied_submodel(model: keras.Model, start: keras.KerasTensor, *, name: str) -> keras.Model:
-    """The part of functional `model` from intermediate tensor `start` to its output, with copied weights.
+def shared_submodel(model: keras.Model, start: keras.KerasTensor, *, name: str) -> keras.Model:
+    """The part of functional `model` from intermediate tensor `start` to its output, sharing its layers.
 
-    Keras re-creates the graph from `start` (a new Input) to the outputs; cloning then gives the
-    sub-model its own layers, and the weights are copied over. Raises InputError when a later layer
-    also uses a tensor computed before `start` (a residual connection crossing the cut).
+    Keras re-creates the graph from `start` (as a new Input) to the output. Raises InputError when a
+    later layer also uses a tensor computed before `start` (a residual connection crossing the cut).
     """
     import keras
 
     try:
-        shared = keras.Model(start, model.outputs[0], name=name)
+        return keras.Model(start, model.outputs[0], name=name)
     except ValueError as exc:
         raise InputError(
             f"model {model.name}: cannot cut at {start.name}: later layers use tensors from before it ({exc})",
             hint="cut points must be single-tensor block boundaries",
         ) from exc
+
+
+def copied_submodel(model: keras.Model, start: keras.KerasTensor, *, name: str) -> keras.Model:
+    """Like `shared_submodel`, but with its own layers: cloned, then given copies of the weights."""
+    import keras
+
+    shared = shared_submodel(model, start, name=name)
     copy = keras.models.clone_model(shared)
     copy.set_weights(shared.get_weights())
     return copy
