@@ -7,6 +7,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -106,8 +107,13 @@ class BottleneckCache:
             part, row = index[sha1]
             by_part[part][0].append(row)
             by_part[part][1].append(position)
-        for part, (rows, positions) in by_part.items():
-            self.store.read_rows(part, np.asarray(rows), out, np.asarray(positions))
+        with ThreadPoolExecutor(max_workers=min(len(by_part), os.cpu_count() or 1)) as pool:
+            reads = [
+                pool.submit(self.store.read_rows, part, np.asarray(rows), out, np.asarray(positions))
+                for part, (rows, positions) in by_part.items()
+            ]
+            for read in reads:
+                read.result()  # parts fill disjoint rows of `out`; Arrow and NumPy release the GIL
         return out
 
     def _index(self, key: CacheKey, repaired: list[str] | None = None) -> dict[str, tuple[Part, int]]:
