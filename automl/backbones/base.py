@@ -161,7 +161,7 @@ class Backbone(abc.ABC):
         outputs = {cut: self._cut_tensor(model, cut) for cut in cuts}
         if not outputs:
             raise InputError(f"backbone {self.name}: no cut points asked", hint=f"use some of {', '.join(CUT_NAMES)}")
-        return keras.Model(model.inputs, outputs, name=f"{self.name}_frozen")
+        return keras.Model(model.inputs[0], outputs, name=f"{self.name}_frozen")
 
     def trainable_rest(self, model: keras.Model, cut: str) -> keras.Model:
         """The cut's activation to the pooled features, with its own trainable copy of `model`'s weights.

@@ -39,7 +39,7 @@ class EfficientNetLite(Backbone):
         import keras
 
         network = self.build_classifier(weights)
-        return keras.Model(network.inputs, network.get_layer("avg_pool").output, name=self.name)
+        return keras.Model(network.input, network.get_layer("avg_pool").output, name=self.name)
 
     def _pretrained_id(self, weights: str) -> str:
         return f"lite-imagenet-{file_digest(self._bundled())}"
