@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,29 @@ def test_two_concurrent_builds_both_succeed_and_leave_one_valid_cache(tmp_path: 
         timeout=120,
     )
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] == len(parts)
+
+
+@pytest.mark.slow
+def test_a_killed_build_leaves_a_valid_cache_that_the_next_build_completes(tmp_path: Path, animals10: Path) -> None:
+    cache = tmp_path / "cache"
+    recipe = _recipe(tmp_path, animals10, cache)
+    victim = _automl("cache", "build", str(recipe), "--json")
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("*/.lock")) and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the lock file appears when extraction starts
+    time.sleep(1.0)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+
+    assert PartStore(cache).check_all(delete=False) == []
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "automl", "cache", "build", str(recipe), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    report = json.loads(rebuilt.stdout)["backbones"][0]
+    assert report["computed"] + report["reused"] == 20 and report["repaired"] == []
+    rows = sum(part.manifest.rows for part in PartStore(cache).parts())
+    assert rows == 20
