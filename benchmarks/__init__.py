@@ -1,0 +1,1 @@
+"""Reproducible performance measurements; each module is runnable (`python -m benchmarks.<name>`)."""
