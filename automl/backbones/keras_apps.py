@@ -12,6 +12,7 @@ publishes, or a `.weights.h5` saved from a model built here).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,110 +69,73 @@ class KerasApplication(Backbone):
         return (keras_home / "models" / self.weights_file).is_file()
 
 
-def _application(
-    name: str,
-    constructor: str,
-    *,
-    size: int,
-    features: int,
-    mode: str,
-    weights_file: str,
-    top: CutAt,
-    half: CutAt,
-    description: str,
-) -> KerasApplication:
+@dataclass(frozen=True)
+class _Spec:
+    constructor: str
+    size: int
+    features: int
+    mode: str
+    weights_file: str
+    top: CutAt
+    half: CutAt
+    description: str
+
+
+# Cuts: `top` leaves the last block (and the final 1x1 conv) trainable, `half` about the second half;
+# both at single-tensor block boundaries (`side="input"` where the boundary tensor's layer is unnamed).
+_SPECS = {
+    "resnet50": _Spec(
+        "ResNet50", 224, 2048, "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        CutAt("conv5_block2_out"), CutAt("conv4_block3_out"),
+        "ResNet50 (He et al. 2015); caffe preprocessing (BGR minus ImageNet mean)",
+    ),
+    "vgg16": _Spec(
+        "VGG16", 224, 512, "caffe", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        CutAt("block4_pool"), CutAt("block3_pool"),
+        "VGG16 (Simonyan & Zisserman 2014); caffe preprocessing (BGR minus ImageNet mean)",
+    ),
+    "inception_v3": _Spec(
+        "InceptionV3", 299, 2048, "tf", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        CutAt("mixed9"), CutAt("mixed5"),
+        "InceptionV3 (Szegedy et al. 2015); tf preprocessing (x / 127.5 - 1)",
+    ),
+    "xception": _Spec(
+        "Xception", 299, 2048, "tf", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        CutAt("block14_sepconv1", side="input"), CutAt("block8_sepconv1_act", side="input"),
+        "Xception (Chollet 2016); tf preprocessing (x / 127.5 - 1)",
+    ),
+    "mobilenet_v2": _Spec(
+        "MobileNetV2", 224, 1280, "tf", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        CutAt("block_16_expand", side="input"), CutAt("block_8_expand", side="input"),
+        "MobileNetV2 (Sandler et al. 2018), alpha 1.0; tf preprocessing (x / 127.5 - 1)",
+    ),
+    "efficientnet_b0": _Spec(
+        "EfficientNetB0", 224, 1280, "raw", "efficientnetb0_notop.h5",
+        CutAt("block7a_expand_conv", side="input"), CutAt("block5a_expand_conv", side="input"),
+        "EfficientNetB0 (Tan & Le 2019); the Keras model rescales and normalises raw pixels itself",
+    ),
+}  # fmt: skip
+
+
+def keras_application(name: str) -> KerasApplication:
+    """The core backbone `name` (a key of `_SPECS`); the entry points below are its partials."""
+    spec = _SPECS[name]
     return KerasApplication(
         name=name,
-        resize=Resize(size, IMAGENET_CROP, "bilinear"),
-        feature_size=features,
-        preprocessing_id=f"{mode}-crop{IMAGENET_CROP}-bilinear-{size}",
-        description=description,
-        cut_at={"top": top, "half": half},
-        constructor=constructor,
-        preprocessing_mode=mode,
-        weights_file=weights_file,
+        resize=Resize(spec.size, IMAGENET_CROP, "bilinear"),
+        feature_size=spec.features,
+        preprocessing_id=f"{spec.mode}-crop{IMAGENET_CROP}-bilinear-{spec.size}",
+        description=spec.description,
+        cut_at={"top": spec.top, "half": spec.half},
+        constructor=spec.constructor,
+        preprocessing_mode=spec.mode,
+        weights_file=spec.weights_file,
     )
 
 
-def resnet50() -> KerasApplication:
-    return _application(
-        "resnet50",
-        "ResNet50",
-        size=224,
-        features=2048,
-        mode="caffe",
-        weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        top=CutAt("conv5_block2_out"),
-        half=CutAt("conv4_block3_out"),
-        description="ResNet50 (He et al. 2015); caffe preprocessing (BGR minus ImageNet mean)",
-    )
-
-
-def vgg16() -> KerasApplication:
-    return _application(
-        "vgg16",
-        "VGG16",
-        size=224,
-        features=512,
-        mode="caffe",
-        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        top=CutAt("block4_pool"),
-        half=CutAt("block3_pool"),
-        description="VGG16 (Simonyan & Zisserman 2014); caffe preprocessing (BGR minus ImageNet mean)",
-    )
-
-
-def inception_v3() -> KerasApplication:
-    return _application(
-        "inception_v3",
-        "InceptionV3",
-        size=299,
-        features=2048,
-        mode="tf",
-        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        top=CutAt("mixed9"),
-        half=CutAt("mixed5"),
-        description="InceptionV3 (Szegedy et al. 2015); tf preprocessing (x / 127.5 - 1)",
-    )
-
-
-def xception() -> KerasApplication:
-    return _application(
-        "xception",
-        "Xception",
-        size=299,
-        features=2048,
-        mode="tf",
-        weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        top=CutAt("block14_sepconv1", side="input"),
-        half=CutAt("block8_sepconv1_act", side="input"),
-        description="Xception (Chollet 2016); tf preprocessing (x / 127.5 - 1)",
-    )
-
-
-def mobilenet_v2() -> KerasApplication:
-    return _application(
-        "mobilenet_v2",
-        "MobileNetV2",
-        size=224,
-        features=1280,
-        mode="tf",
-        weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        top=CutAt("block_16_expand", side="input"),
-        half=CutAt("block_8_expand", side="input"),
-        description="MobileNetV2 (Sandler et al. 2018), alpha 1.0; tf preprocessing (x / 127.5 - 1)",
-    )
-
-
-def efficientnet_b0() -> KerasApplication:
-    return _application(
-        "efficientnet_b0",
-        "EfficientNetB0",
-        size=224,
-        features=1280,
-        mode="raw",
-        weights_file="efficientnetb0_notop.h5",
-        top=CutAt("block7a_expand_conv", side="input"),
-        half=CutAt("block5a_expand_conv", side="input"),
-        description="EfficientNetB0 (Tan & Le 2019); the Keras model rescales and normalises raw pixels itself",
-    )
+resnet50 = functools.partial(keras_application, "resnet50")
+vgg16 = functools.partial(keras_application, "vgg16")
+inception_v3 = functools.partial(keras_application, "inception_v3")
+xception = functools.partial(keras_application, "xception")
+mobilenet_v2 = functools.partial(keras_application, "mobilenet_v2")
+efficientnet_b0 = functools.partial(keras_application, "efficientnet_b0")
