@@ -7,7 +7,9 @@ ImageNet evaluation resize: centre crop of 87.5 % of the short side, bilinear.
 Weights: `default` and `imagenet` are Keras' ImageNet weights (downloaded once into `$KERAS_HOME/models`;
 this fails without the internet, with a hint to use a local file or the EfficientNet-Lite backbones); a
 path is a Keras weights file for the same network without its top (e.g. the `*_notop.h5` Keras
-publishes, or a `.weights.h5` saved from a model built here).
+publishes, or a `.weights.h5` saved from a model built here). Known upstream quirk: Keras adds
+EfficientNetB0's ImageNet standard-deviation rescaling only for `weights="imagenet"`, so a local
+`efficientnetb0_notop.h5` gives slightly different features than the downloaded weights.
 """
 
 from __future__ import annotations
