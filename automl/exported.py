@@ -49,6 +49,7 @@ class PredictionReport:
 
 def _register_custom_layers() -> None:
     """Import the backbones (core and plugins) so their registered preprocessing layers deserialize."""
+    import automl.backbones.layers  # noqa: F401  (registers automl>Preprocess)
     from automl.backbones.registry import load_backbones
 
     load_backbones()

@@ -134,7 +134,7 @@ def test_preprocess_modes(mode: str, rgb: tuple[float, ...], expected: tuple[flo
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out)[0, 0, 0], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_saved_model_with_preprocessing_loads_in_safe_mode_after_importing_automl_backbones(tmp_path: Path) -> None:
+def test_a_saved_model_with_preprocessing_loads_in_safe_mode_after_importing_the_layers(tmp_path: Path) -> None:
     pixels_in = keras.Input(shape=(4, 4, 3))
     model = keras.Model(pixels_in, keras.layers.GlobalAveragePooling2D()(Preprocess("caffe")(pixels_in)))
     model.save(tmp_path / "model.keras")
@@ -142,7 +142,7 @@ def test_a_saved_model_with_preprocessing_loads_in_safe_mode_after_importing_aut
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
     script = (
-        "import sys, numpy as np, keras, automl.backbones\n"
+        "import sys, numpy as np, keras, automl.backbones.layers\n"
         "d = sys.argv[1]\n"
         "m = keras.saving.load_model(d + '/model.keras', safe_mode=True)\n"
         "np.testing.assert_allclose(m.predict(np.load(d + '/x.npy'), verbose=0), np.load(d + '/expected.npy'),"

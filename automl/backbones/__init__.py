@@ -1,11 +1,29 @@
 """Backbones: the plugin registry, the backbone contract, and the preprocessing layer exported models use.
 
-Importing this package registers the `automl>Preprocess` layer with Keras, so that exported models load
-in safe mode (`keras.saving.load_model(path)`) once `import automl.backbones` has run.
+Names are imported lazily so that light modules (`automl.data`, the CLI's `--help`) can use `Resize` and the
+contract without paying for Keras. Loading an exported model needs `automl.backbones.layers` imported
+first (it registers the `automl>Preprocess` layer for Keras safe mode); `automl.exported` does that.
 """
 
-from automl.backbones import layers as layers  # registers the serializable preprocessing layer
-from automl.backbones.base import CUT_NAMES, Backbone, CutAt, CutPoint, Resize
-from automl.backbones.registry import get_backbone, load_backbones
+from __future__ import annotations
 
-__all__ = ["CUT_NAMES", "Backbone", "CutAt", "CutPoint", "Resize", "get_backbone", "layers", "load_backbones"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CUT_NAMES": "automl.backbones.base",
+    "Backbone": "automl.backbones.base",
+    "CutAt": "automl.backbones.base",
+    "CutPoint": "automl.backbones.base",
+    "Resize": "automl.backbones.base",
+    "get_backbone": "automl.backbones.registry",
+    "load_backbones": "automl.backbones.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'automl.backbones' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
