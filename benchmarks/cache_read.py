@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
@@ -22,7 +23,9 @@ import numpy as np
 from automl.backbones import get_backbone
 from automl.cache import BottleneckCache
 from automl.cache.store import PartWriter
-from benchmarks.extraction import OUT, machine
+from automl.machine import describe
+from benchmarks import results as results_md
+from benchmarks.extraction import OUT
 
 SHAPES = {"all": (1280,), "top": (7, 7, 192), "half": (14, 14, 80)}
 
@@ -57,7 +60,7 @@ def main() -> None:
     backbone = get_backbone("efficientnet_lite0")
     sha1s = [f"{i:040x}" for i in range(args.images)]
     order = list(np.random.default_rng(1).permutation(sha1s))
-    results: dict[str, object] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "cuts": {}}
+    results: dict[str, object] = {"machine": describe(), "date": time.strftime("%Y-%m-%d %H:%M"), "cuts": {}}
     with tempfile.TemporaryDirectory(prefix="automl-bench-read-") as root:
         cache = BottleneckCache(root)
         for cut, shape in SHAPES.items():
@@ -76,7 +79,29 @@ def main() -> None:
             }
     OUT.mkdir(exist_ok=True)
     (OUT / "cache_read.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    command = " ".join(["python -m benchmarks.cache_read", *sys.argv[1:]])
+    results_md.record("cache_read", "Bottleneck cache reads (automl.cache)", summary(results), command)
+    print(summary(results))
+
+
+def summary(results: dict) -> str:
+    rows = [
+        {
+            "cut": cut,
+            "shape": "x".join(map(str, r["shape"])),
+            "images": f"{r['images']:,}",
+            "parts": r["parts"],
+            "MB stored (float16)": f"{r['mb_stored']:.1f}",
+            "first load MB/s (SHA-256 checked)": f"{r['first_load_mb_per_s']:.0f}",
+            "later loads MB/s": f"{r['later_load_mb_per_s']:.0f}",
+            "later loads images/s": f"{r['later_load_images_per_s']:,.0f}",
+        }
+        for cut, r in results["cuts"].items()
+    ]
+    return (
+        "`BottleneckCache.load` of every image in shuffled order, float32 out; files in the OS page cache; "
+        "MB/s of bytes stored (float16), the arrays returned are twice that. Best of 3.\n\n" + results_md.table(rows)
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,16 +29,11 @@ from automl.backbones import get_backbone
 from automl.cache import BottleneckCache
 from automl.cache.extract import decode_file, frozen_forward
 from automl.data.dataset import ImageRecord, scan_dataset
+from automl.machine import describe
+from benchmarks import results as results_md
 
 OUT = Path(__file__).parent / "out"
 TWO_MEGAPIXELS = 2_000_000
-
-
-def machine() -> dict[str, object]:
-    """What the numbers were measured on (the lscpu model name and the cores this process may use)."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
 def forward_only(backbone, model, records: list[ImageRecord], batch_size: int) -> float:
@@ -119,7 +113,7 @@ def main() -> None:
     records = dataset.records[: args.limit]
     model = backbone.build(args.weights)
     results: dict[str, object] = {
-        "machine": machine(),
+        "machine": describe(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "backbone": args.backbone,
         "weights": args.weights,
@@ -154,7 +148,50 @@ def main() -> None:
 
     OUT.mkdir(exist_ok=True)
     (OUT / "extraction.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    results_md.record(
+        "extraction",
+        "Bottleneck extraction (automl.cache)",
+        summary(results),
+        "python -m " + " ".join(["benchmarks.extraction", *sys.argv[1:]]),
+    )
+    print(summary(results))
+
+
+def summary(results: dict) -> str:
+    """The RESULTS.md section: both comparisons the issue asks for, as ratios measured in the same run."""
+    original, upscaled = results["original"], results["upscaled_2mp"]
+    forward = original["forward_only_images_per_s"]
+    rows = [
+        {
+            "photos": f"{results['images']:,} originals (≤288 px)",
+            "pipeline": "forward only, tensors in memory",
+            "images/s": " / ".join(f"{r:.1f}" for r in forward) + " (before / after)",
+            "ratio": "1",
+        },
+        {
+            "photos": f"{results['images']:,} originals (≤288 px)",
+            "pipeline": "end to end: files → Parquet (ensure)",
+            "images/s": f"{original['end_to_end']['images_per_s']:.1f}",
+            "ratio": f"{original['ratio_end_to_end_vs_forward']:.2f} × forward only",
+        },
+        {
+            "photos": f"{upscaled['images']:,} copies at ~2 MP",
+            "pipeline": "plain Keras: image_dataset_from_directory + predict",
+            "images/s": f"{upscaled['plain_keras']['images_per_s']:.1f}",
+            "ratio": "1",
+        },
+        {
+            "photos": f"{upscaled['images']:,} copies at ~2 MP",
+            "pipeline": "end to end: files → Parquet (ensure)",
+            "images/s": f"{upscaled['end_to_end']['images_per_s']:.1f}",
+            "ratio": f"{upscaled['ratio_ours_vs_plain_keras']:.2f} × plain Keras",
+        },
+    ]
+    return (
+        f"{results['backbone']} (weights {results['weights']}), batch {results['batch_size']}, cut `all`. "
+        "End to end includes building the model, decoding, the forward pass and committing Parquet parts.\n\n"
+        + results_md.table(rows)
+    )
 
 
 if __name__ == "__main__":
