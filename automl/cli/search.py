@@ -62,12 +62,12 @@ def status(
 ) -> None:
     """Leaderboard of a running or finished search: every trial's status, accuracy, time and configuration."""
     from automl.search.layout import RunLayout
-    from automl.search.leaderboard import collect_trials, counts, describe_config
+    from automl.search.leaderboard import counts, describe_config, read_trials
 
     layout = RunLayout(run_dir)
     if not layout.recipe.is_file():
         raise InputError(f"{run_dir}: not a search run folder (no recipe.yaml)", hint="pass a folder under runs/")
-    trials = collect_trials(run_dir)
+    trials = read_trials(run_dir)
     summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
     state = "finished" if summary else "running or stopped"
     if as_json:

@@ -27,13 +27,24 @@ _TUNE_STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "pending",
 _IGNORED_CONFIG = ("epochs", "seed")
 
 
+def read_trials(run_dir: Path) -> pd.DataFrame:
+    """The search's table: trials.parquet once the search has finished (baseline included), else live."""
+    layout = RunLayout(run_dir)
+    if layout.trials.is_file():
+        return _ranked(pd.read_parquet(layout.trials, engine="fastparquet"))
+    return collect_trials(run_dir)
+
+
 def collect_trials(run_dir: Path) -> pd.DataFrame:
-    """One row per trial, best first (by `val_accuracy`, then the faster); empty before the first trial."""
+    """One row per Tune trial, best first (by `val_accuracy`, then the faster); empty before the first trial."""
     folder = RunLayout(run_dir).experiment
     states = _trial_states(folder)
     names = set(states) | {path.name for path in folder.glob("*") if (path / "params.json").is_file()}
     rows = [_trial_row(folder / name, states.get(name)) for name in sorted(names)]
-    frame = pd.DataFrame(rows)
+    return _ranked(pd.DataFrame(rows))
+
+
+def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values([METRIC, "seconds"], ascending=[False, True], na_position="last").reset_index(drop=True)
@@ -75,7 +86,9 @@ def describe_config(row: pd.Series) -> str:
 
 
 def _short(value: Any) -> str:
-    return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
 def _trial_states(folder: Path) -> dict[str, dict[str, Any]]:
@@ -116,7 +129,7 @@ def _trial_row(trial_dir: Path, state: dict[str, Any] | None) -> dict[str, Any]:
         "val_top5": final["val_top5"] if final else max((r["val_top5"] for r in epochs), default=math.nan),
         "epochs": len(epochs),
         "best_epoch": final["best_epoch"] if final else None,
-        "seconds": last.get("time_total_s", math.nan),
+        "seconds": final["train_seconds"] if final else last.get("time_total_s", math.nan),
         "finished_at": last.get("timestamp") if status in ("complete", "pruned", "failed") else None,
         "node_id": last.get("node_id"),
         "cache_hits": final.get("cache_hits") if final else None,

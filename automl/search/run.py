@@ -42,7 +42,7 @@ BASELINE_NAME = "baseline"
 
 def final_reserve(budget_s: float) -> float:
     """Seconds kept after the trials for export, test evaluation, runtime checks and the report."""
-    return min(max(30.0, 0.1 * budget_s), 90.0)
+    return min(max(40.0, 0.12 * budget_s), 120.0)
 
 
 @dataclass
@@ -275,7 +275,7 @@ def _write_parquet(trials: pd.DataFrame, path: Path) -> None:
     table = trials.copy()
     for column in table.columns:
         if table[column].dtype == object and not table[column].map(lambda v: v is None or isinstance(v, str)).all():
-            table[column] = table[column].map(lambda v: None if v is None else str(v))
+            table[column] = table[column].map(lambda v: None if v is None or v != v else str(v))  # v != v: NaN
     staging = path.with_name(f".{path.name}.tmp")
     table.to_parquet(staging, engine="fastparquet", index=False)
     staging.replace(path)

@@ -38,6 +38,9 @@ ASHA_REDUCTION = 3
 EXPERIMENT_STATE_PERIOD_S = "1"
 """How often Tune saves its experiment state: a driver killed within this window of a trial's end may
 re-run that trial on resume (Tune's default, 10 s or more, would widen the window)."""
+STOP_GRACE_S = 10.0
+"""Trials end themselves at the deadline, after the epoch that passes it, with a final report carrying
+their weights; the search stops all trials only this long after the deadline, so that report gets in."""
 MAX_TRIAL_RETRIES = 1
 """A trial whose worker dies (or that raises) is retried once, then recorded as failed."""
 
@@ -131,7 +134,7 @@ def trial_name(trial: Any) -> str:
 
 
 class BudgetStopper(Stopper):
-    """Stops the whole search at the deadline or when a finished trial reached the target accuracy.
+    """Stops the whole search `STOP_GRACE_S` after the deadline, or when a finished trial reached the target.
 
     Tune pickles its stopper into the experiment state and, on resume, restores that copy; so this
     object keeps only the run folder and looks the live budget up in the driver (`_BUDGETS`): a
@@ -150,7 +153,7 @@ class BudgetStopper(Stopper):
 
     def stop_all(self) -> bool:
         budget = _BUDGETS[self.run_key]
-        return budget.target_reached or time.time() >= budget.deadline
+        return budget.target_reached or time.time() >= budget.deadline + STOP_GRACE_S
 
 
 def run_trials(
