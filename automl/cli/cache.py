@@ -11,11 +11,14 @@ import re
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 from automl.errors import InputError
+
+if TYPE_CHECKING:
+    from automl.cache.distributed import Executor
 
 cache_app = typer.Typer(help="Inspect, build, verify and prune the bottleneck cache.", no_args_is_help=True)
 
@@ -130,7 +133,7 @@ def build(
             cuts,
             dataset.records,
             progress=not as_json,
-            executor=executor,  # type: ignore[arg-type]
+            executor=cast("Executor", executor),
             batch_size=batch_size,
         )
         results.append(
