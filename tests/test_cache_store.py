@@ -154,3 +154,14 @@ def test_cli_verify_reports_damage_exit_1_and_ls_prune_agree(tmp_path: Path) -> 
 def test_url_roots_are_refused_with_a_hint() -> None:
     with pytest.raises(CacheError, match="URLs are not supported"):
         PartStore("s3://bucket/cache")
+
+
+def test_an_unwritable_root_is_a_cache_error_naming_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "not-a-folder"
+    root.write_text("a file where the cache folder should be")
+    store = PartStore(root)
+    with pytest.raises(CacheError, match="cannot write to the bottleneck cache") as caught:
+        store.write_part(KEY, _sha1s(1), np.zeros((1, 4), dtype=np.float32))
+    assert str(root) in str(caught.value) and "AUTOML_CACHE" in str(caught.value)
+    with pytest.raises(CacheError, match="not-a-folder"), store.writer_lock(KEY):
+        pass

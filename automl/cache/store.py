@@ -151,40 +151,29 @@ class PartStore:
 
     def write_part(self, key: CacheKey, sha1s: Sequence[str], values: np.ndarray) -> Part:
         """Commit `values` (N, *shape) for `sha1s` as one new part; returns it. Atomic (see module doc)."""
-        import fastparquet
-        import pandas as pd
-
         if len(sha1s) != len(values) or not len(values):
             raise ValueError(f"a part needs one or more rows and one sha1 per row, got {len(sha1s)} for {len(values)}")
         dtype = storage_dtype(key.cut, values)
         stored = np.ascontiguousarray(values, dtype=dtype.newbyteorder("<"))
-        row_bytes = int(stored[0].nbytes)
         folder = self.root / key.relative_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{int(time.time() * 1000):013d}-{secrets.token_hex(4)}"
-        frame = pd.DataFrame({"sha1": pd.Series(list(sha1s), dtype=object), "blob": [row.tobytes() for row in stored]})
-        temp = folder / f"{TEMP_PREFIX}{name}.parquet"
-        try:
-            fastparquet.write(str(temp), frame, fixed_text={"blob": row_bytes}, compression=None, stats=False)
-            digest, size = _sha256(temp.read_bytes())
-            path = folder / f"{name}.parquet"
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
-        manifest = Manifest(
-            backbone=key.backbone,
-            weights_id=key.weights_id,
-            cut=key.cut,
-            preprocessing_id=key.preprocessing_id,
-            rows=len(stored),
-            dtype=dtype.str,
-            shape=tuple(int(d) for d in stored.shape[1:]),
-            sha256=digest,
-            bytes=size,
-            created=time.time(),
-        )
-        part = Part(path, manifest)
-        _write_atomic(part.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"part-{int(time.time() * 1000):013d}-{secrets.token_hex(4)}.parquet"
+            digest, size = _write_parquet(path, sha1s, stored)
+            manifest = Manifest(
+                backbone=key.backbone,
+                weights_id=key.weights_id,
+                cut=key.cut,
+                preprocessing_id=key.preprocessing_id,
+                rows=len(stored),
+                dtype=dtype.str,
+                shape=tuple(int(d) for d in stored.shape[1:]),
+                sha256=digest,
+                bytes=size,
+                created=time.time(),
+            )
+            part = Part(path, manifest)
+            _write_atomic(part.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
         with self._lock:
             self._checked[path] = (*_signature(path), list(sha1s))
         return part
@@ -197,8 +186,10 @@ class PartStore:
         reader still serves each sha1 once (the oldest part wins).
         """
         folder = self.root / key.backbone_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "a+b") as handle:
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(folder / ".lock", "a+b")  # noqa: SIM115 (closed below, after the lock is released)
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -311,6 +302,19 @@ class PartStore:
         return removed
 
 
+@contextlib.contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """Turn a failed write (read-only folder, disk full, a file where a folder should be) into a CacheError."""
+    try:
+        yield
+    except OSError as exc:
+        raise CacheError(
+            f"{folder}: cannot write to the bottleneck cache ({exc.strerror or exc})",
+            hint="point $AUTOML_CACHE or the recipe's `cache:` at a writable folder with free space; "
+            "`automl cache prune --max-size 10GB` frees some",
+        ) from exc
+
+
 def _signature(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_size, stat.st_mtime_ns
@@ -318,6 +322,22 @@ def _signature(path: Path) -> tuple[int, int]:
 
 def _sha256(data: bytes) -> tuple[str, int]:
     return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def _write_parquet(path: Path, sha1s: Sequence[str], stored: np.ndarray) -> tuple[str, int]:
+    """Write the part's Parquet file under a temporary name, then rename it; returns its SHA-256 and size."""
+    import fastparquet
+    import pandas as pd
+
+    frame = pd.DataFrame({"sha1": pd.Series(list(sha1s), dtype=object), "blob": [row.tobytes() for row in stored]})
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    try:
+        fastparquet.write(str(temp), frame, fixed_text={"blob": stored[0].nbytes}, compression=None, stats=False)
+        checksum = _sha256(temp.read_bytes())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return checksum
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
