@@ -37,8 +37,14 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_run(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> Path:
-    """A run folder with a real exported model and its test metrics.json (built by tests/run_builder.py)."""
+def built_run(tmp_path_factory: pytest.TempPathFactory, animals10: Path):
+    """A run folder as a search leaves it, its recipe and warm bottleneck cache (see tests/run_builder.py)."""
     from run_builder import build_run
 
-    return build_run(tmp_path_factory.mktemp("run"), animals10)
+    return build_run(tmp_path_factory.mktemp("runs") / "animals10-test", animals10)
+
+
+@pytest.fixture(scope="session")
+def exported_run(built_run) -> Path:
+    """The run folder of `built_run`: model/, metrics.json, trials.parquet, summary.json, recipe.yaml."""
+    return built_run.root

@@ -105,6 +105,100 @@ def predict(
         raise typer.Exit(1)
 
 
+def report(run_dir: Path = typer.Argument(..., help="Run folder a search wrote.")) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (opens from disk, no server, no network)."""
+    from automl.report import write_report
+
+    typer.echo(write_report(run_dir))
+
+
+def curve(
+    recipe: Path = typer.Argument(..., help="Recipe YAML: its data, split, first backbone, weights and cache."),
+    shots: str = typer.Option("1,3,10,30,all", help="Training photos per class, comma-separated; 'all' for all."),
+    repeats: int = typer.Option(5, min=1, help="Random draws per number of shots (the interval is over them)."),
+    backbone: str | None = typer.Option(None, help="Backbone to use instead of the recipe's first."),
+    plot: Path | None = typer.Option(None, help="PNG to write (default: <output folder>/<recipe>-curve.png)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Test top-1/top-5 (mean and 95 % interval) against training photos per class, on cached bottlenecks."""
+    from automl.curve import parse_shots, run_curve
+    from automl.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    target = plot or Path(loaded.output.folder) / f"{loaded.name}-curve.png"
+    result = run_curve(loaded, parse_shots(shots), repeats, target, backbone)
+    if as_json:
+        _print_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("photos/class", "draws", "top-1 (95 % interval)", "top-5 (95 % interval)", "seconds")
+    for point in result["points"]:
+        cells = [f"{p['mean']:.1%} [{p['low']:.1%}, {p['high']:.1%}]" for p in (point["top1"], point["top5"])]
+        per_class = point["images_per_class"]
+        count = (
+            str(per_class["max"]) if per_class["min"] == per_class["max"] else f"{per_class['min']}-{per_class['max']}"
+        )
+        table.add_row(f"{point['shots']} ({count})", str(point["repeats"]), *cells, f"{point['seconds']:.1f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{result['backbone']} + {result['head']}, {result['test_images']} test photos; plot: {result['plot']}"
+    )
+
+
+def bench(
+    recipe: Path = typer.Argument(..., help="Recipe YAML: its data, first backbone, weights, heads and cache."),
+    model: Path | None = typer.Option(None, help="Exported model to time (default: the recipe's newest run)."),
+    images: int = typer.Option(64, min=1, help="Photos decoded (and used as inference inputs)."),
+    runs: int = typer.Option(30, min=1, help="Timed single-photo inferences (p50/p95 over them)."),
+    epochs: int = typer.Option(3, min=1, help="Epochs trained per head (the first is not timed: tracing)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Per-phase timings: decode, bottleneck, training per epoch per head, inference latency and throughput."""
+    from automl.bench import run_bench
+    from automl.recipe import load_recipe
+
+    result = run_bench(load_recipe(recipe), model=model, images=images, runs=runs, epochs=epochs)
+    if as_json:
+        _print_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("phase", "time", "rate", title=f"{result['backbone']} on {result['machine']['cpu']}")
+    table.add_row(
+        "decode + resize",
+        f"{result['decode']['ms_per_image']:.2f} ms/photo",
+        f"{result['decode']['images_per_s']:.0f} photos/s",
+    )
+    table.add_row(
+        "bottleneck (batch 32)",
+        f"{result['bottleneck']['ms_per_image']:.2f} ms/photo",
+        f"{result['bottleneck']['images_per_s']:.0f} photos/s",
+    )
+    for head, timing in result["training"]["heads"].items():
+        table.add_row(
+            f"training, {head} head",
+            f"{timing['epoch_seconds']:.3f} s/epoch",
+            f"{result['training']['train_images']} photos",
+        )
+    inference = result["inference"]
+    if inference:
+        latency = inference["latency_ms"]
+        table.add_row("inference, 1 photo", f"p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms", "")
+        table.add_row(
+            f"inference, batch {inference['batch']}", "", f"{inference['throughput_images_per_s']:.0f} photos/s"
+        )
+    Console().print(table)
+    if not inference:
+        typer.echo("no exported model found: pass --model RUN_DIR to time inference")
+
+
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
+    app.command("report")(report)
+    app.command("curve")(curve)
+    app.command("bench")(bench)

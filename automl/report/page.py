@@ -1,0 +1,415 @@
+"""report.html: one self-contained page (inline CSS and images, no script, no network) about one run.
+
+Each section is a function from the run's files to HTML with a stable `id`, so that a test, a
+link or a reader can go straight to it. A section whose input is missing (no test metrics yet, no
+trials) says so instead of failing: a report of a half-finished run is still useful.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import pandas as pd
+
+from automl.report import analysis, plots
+from automl.report.machine import machine_info
+
+REPORT_FILE = "report.html"
+THUMBNAIL_PX = 112
+MAX_THUMBNAILS = 24
+LEADERBOARD_ROWS = 25
+
+_PAGE = Template(
+    """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>$title</title>
+<style>
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;
+       padding: 0 1.2rem 3rem; color: #1a202c; }
+h1 { margin: 1.2rem 0 0.2rem; } h2 { border-bottom: 1px solid #e2e8f0; padding-bottom: 0.2rem; margin-top: 2rem; }
+nav { font-size: 0.9rem; margin-bottom: 1rem; } nav a { margin-right: 0.8rem; color: #2b6cb0; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.88rem; }
+th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #edf2f7; text-align: left; }
+th { background: #f7fafc; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best td { background: #fefcbf; } .note { color: #718096; font-size: 0.9rem; }
+.cards { display: flex; flex-wrap: wrap; gap: 0.8rem; } .card { background: #f7fafc; border-radius: 6px;
+        padding: 0.5rem 0.9rem; } .card b { display: block; font-size: 1.3rem; }
+.grid { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 0.6rem; } figure { margin: 0; }
+.thumbs figure { width: ${thumb}px; font-size: 0.75rem; } .thumbs img { width: ${thumb}px; height: ${thumb}px; }
+img.plot { max-width: 100%; height: auto; }
+</style>
+</head>
+<body>
+<h1>$title</h1>
+<p class="note">$subtitle</p>
+<nav>$nav</nav>
+$sections
+</body>
+</html>
+"""
+)
+
+
+@dataclass
+class Run:
+    """The files of a run folder the report reads; each may be missing."""
+
+    root: Path
+    summary: dict[str, Any]
+    metrics: dict[str, Any]
+    trials: pd.DataFrame
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def load_run(root: Path) -> Run:
+    from automl.search.leaderboard import read_trials
+
+    trials = read_trials(root) if (root / "trials.parquet").is_file() or (root / "tune").is_dir() else pd.DataFrame()
+    if "finished_at" in trials:
+        trials["finished_at"] = pd.to_numeric(trials["finished_at"], errors="coerce")
+    return Run(root, _read_json(root / "summary.json"), _read_json(root / "metrics.json"), trials)
+
+
+# -- markup helpers ---------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = (), best: int = -1) -> str:
+    """An HTML table; `numeric` column indices are right-aligned; row `best` is highlighted."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for index, row in enumerate(rows):
+        cells = "".join(f"<td{' class=num' if i in numeric else ''}>{_e(c)}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{' class=best' if index == best else ''}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img class="plot" src="{uri}" alt="{_e(alt)}">'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+# -- sections ------------------------------------------------------------------------------------------
+
+
+def summary_section(run: Run) -> str:
+    summary, metrics = run.summary, run.metrics
+    best = summary.get("best", {})
+    cards = [
+        ("test top-1", _percent(metrics.get("top1"))),
+        ("test top-5", _percent(metrics.get("top5"))),
+        ("validation accuracy", _percent(best.get("val_accuracy", metrics.get("val_top1")))),
+        ("test photos", metrics.get("n", "–")),
+        ("trials done", summary.get("trials", {}).get("done", len(run.trials))),
+        ("wall time", f"{summary['wall_seconds']:.0f} s" if "wall_seconds" in summary else "–"),
+        ("stopped by", summary.get("stop_reason", "–")),
+    ]
+    html_cards = "".join(f'<div class="card">{_e(name)}<b>{_e(value)}</b></div>' for name, value in cards)
+    config = best.get("config") or {}
+    chosen = ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in config.items())
+    return f'<div class="cards">{html_cards}</div>' + (_note(f"best: {best.get('trial')} — {chosen}") if config else "")
+
+
+def leaderboard_section(run: Run) -> str:
+    from automl.search.leaderboard import describe_config
+
+    if run.trials.empty:
+        return _note("no trials recorded in this run folder")
+    frame = run.trials.head(LEADERBOARD_ROWS)
+    rows = [
+        (
+            rank + 1,
+            row.get("name", row.get("trial_id")),
+            describe_config(row),
+            row.get("status"),
+            _percent(row.get("val_accuracy")),
+            _percent(row.get("val_top5")),
+            row.get("epochs"),
+            _number(row.get("seconds"), 3),
+        )
+        for rank, (_, row) in enumerate(frame.iterrows())
+    ]
+    headers = ("#", "trial", "configuration", "status", "val top-1", "val top-5", "epochs", "seconds")
+    more = _note(f"best {LEADERBOARD_ROWS} of {len(run.trials)} trials") if len(run.trials) > LEADERBOARD_ROWS else ""
+    return _table(headers, rows, numeric=(0, 4, 5, 6, 7), best=0) + more
+
+
+def history_section(run: Run) -> str:
+    frame = analysis.scored(run.trials)
+    if frame.empty:
+        return _note("no trial reached a validation accuracy")
+    frame = frame.sort_values("finished_at", na_position="first") if "finished_at" in frame else frame
+    status = frame["status"].tolist() if "status" in frame else ["complete"] * len(frame)
+    uri = plots.history_plot(list(range(1, len(frame) + 1)), frame[analysis.METRIC].tolist(), status)
+    return _img(uri, "validation accuracy per trial in finishing order")
+
+
+def importance_section(run: Run) -> str:
+    importances, method = analysis.parameter_importances(run.trials)
+    if not importances:
+        return _note(f"no importances: {method}")
+    uri = plots.bar_plot(list(importances), list(importances.values()), f"importance ({method})")
+    rows = [(name, _number(value, 3)) for name, value in importances.items()]
+    explain = _note(
+        f"Optuna's {method} on a study rebuilt from the trials; dimensions some trials did not use "
+        "(e.g. Adam's epsilon) are weighed only when every trial had them."
+    )
+    table = _table(("dimension", "importance"), rows, (1,))
+    return f'<div class="grid">{_img(uri, "parameter importances")}{table}</div>{explain}'
+
+
+def dimensions_section(run: Run) -> str:
+    names = analysis.dimensions(analysis.scored(run.trials))
+    if not names:
+        return _note("no search dimension took more than one value")
+    parts = []
+    for name in names:
+        rows = [
+            (row["value"], row["n"], _percent(row["best"]), _percent(row["median"]))
+            for row in analysis.dimension_table(run.trials, name)
+        ]
+        parts.append(
+            f"<div><h3>{_e(name)}</h3>{_table((name, 'trials', 'best val', 'median val'), rows, (1, 2, 3))}</div>"
+        )
+    return f'<div class="grid">{"".join(parts)}</div>'
+
+
+def time_section(run: Run) -> str:
+    frame = analysis.scored(run.trials)
+    if frame.empty or "seconds" not in frame:
+        return _note("no trial timings recorded")
+    frame = frame[frame["seconds"].notna()]
+    heads = frame["param_head"].fillna("?").astype(str).tolist() if "param_head" in frame else ["?"] * len(frame)
+    uri = plots.time_plot(frame["seconds"].tolist(), frame[analysis.METRIC].tolist(), heads)
+    return _img(uri, "validation accuracy against training time")
+
+
+def classes_section(run: Run) -> str:
+    metrics = run.metrics
+    if not metrics.get("per_class"):
+        return _note("no test metrics in this run folder (metrics.json)")
+    rows = [
+        (
+            c["label"],
+            c["support"],
+            _percent(c["accuracy"]),
+            _percent(c["top5"]),
+            _number(c["precision"], 3),
+            _number(c["recall"], 3),
+            _number(c["f1"], 3),
+            {True: "yes", False: "no", None: "–"}[c["internal"]],
+        )
+        for c in metrics["per_class"]
+    ]
+    headers = ("class", "test photos", "top-1", "top-5", "precision", "recall", "F1", "in ImageNet-1k")
+    histogram = metrics["histogram"]
+    uri = plots.histogram_plot(histogram["edges"], histogram["counts"])
+    groups = [
+        (name, len(g["classes"]), g["n"], _percent(g["top1"]), _percent(g["top5"]), _percent(g["mean_class_accuracy"]))
+        for name in ("internal", "external")
+        if (g := metrics.get(name))
+    ]
+    group_table = (
+        _table(("classes", "count", "photos", "top-1", "top-5", "mean class accuracy"), groups, (1, 2, 3, 4, 5))
+        if groups
+        else _note("no classes marked as ImageNet-1k classes (data.imagenet_classes in the recipe)")
+    )
+    macro = metrics["macro"]
+    macro_note = _note(
+        f"macro averages: precision {macro['precision']:.3f}, recall {macro['recall']:.3f}, F1 {macro['f1']:.3f}"
+    )
+    return (
+        _table(headers, rows, (1, 2, 3, 4, 5, 6))
+        + macro_note
+        + f'<div class="grid">{_img(uri, "histogram of per-class accuracy")}{group_table}</div>'
+    )
+
+
+def confusion_section(run: Run) -> str:
+    metrics = run.metrics
+    if not metrics.get("confusion"):
+        return _note("no test metrics in this run folder (metrics.json)")
+    uri = plots.confusion_plot(metrics["confusion"], metrics["labels"])
+    rows = [(p["true"], p["predicted"], p["count"], _percent(p["rate"])) for p in metrics["confused_pairs"]]
+    pairs = (
+        _table(("true", "taken for", "photos", "share of the class"), rows, (2, 3)) if rows else _note("no confusions")
+    )
+    return f'<div class="grid">{_img(uri, "confusion matrix")}<div><h3>most confused pairs</h3>{pairs}</div></div>'
+
+
+def _thumbnail(path: str) -> str | None:
+    """A small inline JPEG of a photo, or None when it cannot be read any more."""
+    from PIL import Image
+
+    from automl.backbones.base import Resize
+    from automl.data.images import ImageError, decode_image
+
+    try:
+        pixels = decode_image(Path(path).read_bytes(), Resize(size=THUMBNAIL_PX, resample="bilinear"))
+    except (OSError, ImageError):
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def misclassified_section(run: Run) -> str:
+    wrong = run.metrics.get("misclassified")
+    if wrong is None:
+        return _note("no test metrics in this run folder (metrics.json)")
+    if not wrong:
+        return _note("every test photo was classified correctly")
+    figures, unreadable = [], 0
+    for item in wrong[:MAX_THUMBNAILS]:
+        uri = _thumbnail(item["file"])
+        if uri is None:
+            unreadable += 1
+            continue
+        caption = f"{item['true']} → {item['predicted']} ({item['score']:.2f})"
+        figures.append(
+            f'<figure title="{_e(item["file"])}"><img src="{uri}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>"
+        )
+    notes = f"{len(wrong)} misclassified test photos, most confident first"
+    notes += f"; showing {len(figures)}" + (f" ({unreadable} no longer readable)" if unreadable else "")
+    return _note(notes) + f'<div class="thumbs">{"".join(figures)}</div>'
+
+
+def runtimes_section(run: Run) -> str:
+    runtimes = run.metrics.get("runtimes")
+    if not runtimes:
+        return _note("no exported runtimes checked (metrics.json has no `runtimes`)")
+    rows = [("Keras (.keras)", _percent(runtimes["keras"]["top1"]), "–", "–", "–", "–")]
+    for key, name in (
+        ("saved_model", "TF SavedModel"),
+        ("tflite", "TFLite float32"),
+        ("tflite_int8", "TFLite int8 (dynamic range)"),
+    ):
+        if key in runtimes:
+            r = runtimes[key]
+            rows.append(
+                (
+                    name,
+                    _percent(r["top1"]),
+                    f"{100 * r['top1_diff']:+.2f} pt",
+                    _percent(r["agreement"]),
+                    _number(r["max_abs_diff"], 3),
+                    f"{r['bytes'] / 2**20:.1f} MB",
+                )
+            )
+    headers = ("runtime", "test top-1", "vs Keras", "same top-1 as Keras", "largest probability difference", "size")
+    return _table(headers, rows, (1, 2, 3, 4, 5)) + _note(f"on the {runtimes.get('n', '?')} test photos")
+
+
+def phases_section(run: Run) -> str:
+    phases = run.summary.get("phases") or {}
+    if not phases:
+        return _note("no phase timings in summary.json")
+    total = run.summary.get("wall_seconds")
+    rows = [(name, f"{seconds:.1f}", _percent(seconds / total) if total else "–") for name, seconds in phases.items()]
+    uri = plots.bar_plot(list(phases), list(phases.values()), "seconds")
+    cache = run.summary.get("cache") or {}
+    cache_note = (
+        _note(f"bottleneck cache: {cache.get('cache_hits', 0)} hits, {cache.get('cache_misses', 0)} computed")
+        if cache
+        else ""
+    )
+    table = _table(("phase", "seconds", "share"), rows, (1, 2))
+    return f'<div class="grid">{_img(uri, "phase timings")}{table}</div>{cache_note}'
+
+
+def machine_section(run: Run) -> str:
+    info = run.summary.get("machine") or machine_info()
+    where = "the machine that ran the search" if run.summary.get("machine") else "the machine that wrote this report"
+    rows = [
+        ("CPU", info.get("cpu")),
+        ("cores", f"{info.get('cores')} ({info.get('usable_cores')} usable)"),
+        ("memory", f"{info.get('memory_gib')} GiB"),
+        ("OS", info.get("os")),
+        ("Python", info.get("python")),
+        *((name, version) for name, version in (info.get("packages") or {}).items()),
+    ]
+    return _note(where) + _table(("what", "value"), rows)
+
+
+SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
+    ("summary", "Summary", summary_section),
+    ("leaderboard", "Leaderboard", leaderboard_section),
+    ("history", "Optimization history", history_section),
+    ("importance", "Parameter importances", importance_section),
+    ("dimensions", "Best and median validation accuracy per search dimension", dimensions_section),
+    ("time", "Accuracy against time", time_section),
+    ("classes", "Per-class accuracy (test)", classes_section),
+    ("confusion", "Confusion matrix (test)", confusion_section),
+    ("misclassified", "Misclassified test photos", misclassified_section),
+    ("runtimes", "Exported runtimes", runtimes_section),
+    ("phases", "Phase timings", phases_section),
+    ("machine", "Machine", machine_section),
+)
+"""(id, heading, builder) of every section, in page order."""
+
+
+def render_report(run: Run) -> str:
+    title = f"automl run {run.summary.get('recipe') or run.root.name}"
+    sections = "\n".join(
+        f'<section id="{sid}"><h2>{_e(heading)}</h2>{build(run)}</section>' for sid, heading, build in SECTIONS
+    )
+    nav = "".join(f'<a href="#{sid}">{_e(heading.split(" (")[0])}</a>' for sid, heading, _ in SECTIONS)
+    subtitle = f"{run.root} — report written {datetime.now().isoformat(timespec='seconds')}"
+    return _PAGE.substitute(title=_e(title), subtitle=_e(subtitle), nav=nav, sections=sections, thumb=THUMBNAIL_PX)
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Write `run_dir/report.html` (atomically) from the run folder's files and return its path."""
+    from automl.errors import InputError
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder", hint="give the run folder a search printed")
+    if not any((root / name).exists() for name in ("summary.json", "metrics.json", "trials.parquet", "tune")):
+        raise InputError(f"{root}: not a run folder (no summary.json, metrics.json or trials)")
+    target = root / REPORT_FILE
+    staging = root / f".{REPORT_FILE}.tmp"
+    staging.write_text(render_report(load_run(root)), encoding="utf-8")
+    staging.replace(target)
+    return target
