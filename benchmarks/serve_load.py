@@ -8,7 +8,8 @@ over the dataset's classes: serving cost does not depend on how well the head wa
 (and at most `--max-requests`): requests/s, p50/p99 latency, errors, the server's mean batch size, and
 its resident memory (from its own /metrics) after warm-up and at the end. Checks the serving issue's
 targets (zero errors, p99 < 1 s at 16 clients, 16 clients >= 2x the throughput of 1, memory growth
-<= 10 %), prints a table, writes benchmarks/out/serve_load.json and exits 1 if a target is missed.
+<= 10 %), writes benchmarks/out/serve_load.json and its section of benchmarks/RESULTS.md, and exits 1
+if a target is missed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import re
 import socket
 import subprocess
@@ -30,6 +29,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from automl.machine import describe
+from benchmarks import results as results_md
 
 OUT = Path(__file__).parent / "out" / "serve_load.json"
 CLIENTS = (1, 16)
@@ -190,10 +192,11 @@ def main() -> None:
             server.wait(timeout=30)
 
     checks = verdicts(phases, rss_start, rss_end)
+    model_name = str(args.model) if args.model else f"{args.backbone} ({args.weights} weights) + softmax head"
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "model": str(args.model) if args.model else f"{args.backbone} ({args.weights} weights) + softmax head",
+        "machine": describe(),
+        "model": model_name,
         "photos": len(photos),
         "phases": [asdict(phase) for phase in phases.values()],
         "rss_start_mb": round(rss_start / 2**20, 1),
@@ -203,16 +206,22 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2), encoding="utf-8")
 
-    print(f"{result['model']}, {len(photos)} photos, {result['machine']}")
-    print("| clients | requests | errors | req/s | p50 ms | p99 ms | mean batch |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for p in phases.values():
-        print(
-            f"| {p.clients} | {p.requests} | {p.errors} | {p.requests_per_s} | {p.p50_ms} | {p.p99_ms} | {p.mean_batch} |"
-        )
-    print(f"server RSS: {result['rss_start_mb']} MB after warm-up, {result['rss_end_mb']} MB at the end")
-    for check, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {check}")
+    body = "\n\n".join(
+        [
+            f"`automl serve` of {model_name}; {len(photos)} real photos from {args.dataset} cycled by closed-loop "
+            "clients on loopback (the load generator shares the machine's cores with the server).",
+            results_md.table([asdict(phase) for phase in phases.values()]),
+            f"Server resident memory: {result['rss_start_mb']} MB after warm-up, {result['rss_end_mb']} MB at the end.",
+            "\n".join(f"- {'PASS' if passed else 'FAIL'}: {check}" for check, passed in checks.items()),
+        ]
+    )
+    results_md.record(
+        "serve_load",
+        "HTTP API under load (automl serve)",
+        body,
+        " ".join(["python -m benchmarks.serve_load", *sys.argv[1:]]),
+    )
+    print(body)
     sys.exit(0 if all(checks.values()) else 1)
 
 

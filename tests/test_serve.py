@@ -22,7 +22,8 @@ from PIL import Image
 
 from automl.backbones.base import Resize
 from automl.exported import ExportedModel
-from automl.serve.app import ServeSettings, create_app
+from automl.serve.app import create_app
+from automl.serve.settings import ServeSettings
 
 API_KEY = "test-key-0123456789"
 
@@ -100,14 +101,20 @@ def assert_refused(response: httpx.Response, status: int, reason: str) -> None:
     assert re.search(reason, detail, re.IGNORECASE), detail
 
 
-def expected_labels(model: ExportedModel, photo: Path, top: int = 5) -> list[dict]:
-    """What `automl predict --json` reports for the same file."""
-    return model.predict_files([photo], top=top).results[0]["labels"]
+def assert_matches_automl_predict(got: list[dict], model: ExportedModel, photo: Path, top: int = 5) -> None:
+    """The server's labels are `automl predict`'s top labels for the same file, with the same scores.
 
-
-def assert_same_labels(got: list[dict], expected: list[dict]) -> None:
-    assert [item["label"] for item in got] == [item["label"] for item in expected]
-    np.testing.assert_allclose([i["score"] for i in got], [i["score"] for i in expected], atol=1e-5)
+    Compared as scores per label, not as an ordered list: a different batch can move a score by ~1e-7,
+    which may swap two nearly tied labels of this untrained model.
+    """
+    reference = {item["label"]: item["score"] for item in model.predict_files([photo], top=100).results[0]["labels"]}
+    assert len(got) == top
+    scores = [item["score"] for item in got]
+    assert scores == sorted(scores, reverse=True)
+    for item in got:
+        assert item["score"] == pytest.approx(reference[item["label"]], abs=1e-5)
+    left_out = [score for label, score in reference.items() if label not in {item["label"] for item in got}]
+    assert all(score <= min(scores) + 1e-5 for score in left_out)
 
 
 def test_a_real_jpeg_gets_the_same_labels_as_automl_predict(url: str, model: ExportedModel, jpeg: Path) -> None:
@@ -115,15 +122,14 @@ def test_a_real_jpeg_gets_the_same_labels_as_automl_predict(url: str, model: Exp
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["file"] == jpeg.name
-    assert len(body["labels"]) == 5
-    assert_same_labels(body["labels"], expected_labels(model, jpeg))
+    assert_matches_automl_predict(body["labels"], model, jpeg)
 
 
 def test_a_raw_body_with_top_3(url: str, model: ExportedModel, jpeg: Path) -> None:
     response = post(url, content=jpeg.read_bytes(), params={"top": 3}, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200, response.text
     assert response.json()["file"] is None
-    assert_same_labels(response.json()["labels"], expected_labels(model, jpeg, top=3))
+    assert_matches_automl_predict(response.json()["labels"], model, jpeg, top=3)
 
 
 def test_top_beyond_the_labels_gives_every_label_and_top_0_is_refused(url: str, jpeg: Path) -> None:
@@ -142,7 +148,7 @@ def test_png_with_alpha(url: str, model: ExportedModel, rgba_png: Path, tmp_path
     for path in (rgba_png, see_through):
         response = post(url, files={"file": (path.name, path.read_bytes(), "image/png")})
         assert response.status_code == 200, response.text
-        assert_same_labels(response.json()["labels"], expected_labels(model, path))
+        assert_matches_automl_predict(response.json()["labels"], model, path)
 
 
 def test_empty_body_is_422(url: str) -> None:
@@ -196,7 +202,7 @@ def test_16_parallel_requests_are_answered_and_batched(url: str, model: Exported
     responses = asyncio.run(send_all())
     assert [r.status_code for r in responses] == [200] * 16
     for photo, response in zip(photos, responses, strict=True):
-        assert_same_labels(response.json()["labels"], expected_labels(model, photo))
+        assert_matches_automl_predict(response.json()["labels"], model, photo)
     after = batch_histogram(url)
     calls = after["count"] - before["count"]
     assert after["sum"] - before["sum"] == 16

@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 
 from automl.errors import InputError
+from automl.serve.settings import MIB, ServeSettings
 
 API_KEY_ENV = "AUTOML_API_KEY"
+DEFAULTS = ServeSettings()
 
 
 def serve(
@@ -21,10 +23,16 @@ def serve(
         envvar=API_KEY_ENV,
         help=f"Require this key as 'X-API-Key' or 'Authorization: Bearer'; prefer ${API_KEY_ENV} (ps shows args).",
     ),
-    max_batch: int = typer.Option(32, min=1, help="Most images per model call."),
-    batch_window_ms: float = typer.Option(5.0, min=0.0, help="How long a batch waits for more requests."),
-    max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest upload accepted (413 above)."),
-    upload_timeout_s: float = typer.Option(30.0, min=0.1, help="Slowest upload accepted (408 after)."),
+    max_batch: int = typer.Option(DEFAULTS.max_batch, min=1, help="Most images per model call."),
+    batch_window_ms: float = typer.Option(
+        DEFAULTS.batch_window_ms, min=0.0, help="How long a batch waits for more requests."
+    ),
+    max_body_mb: float = typer.Option(
+        DEFAULTS.max_body_bytes / MIB, min=0.001, help="Largest upload accepted (413 above)."
+    ),
+    upload_timeout_s: float = typer.Option(
+        DEFAULTS.upload_timeout_s, min=0.1, help="Slowest upload accepted (408 after)."
+    ),
     log_level: str = typer.Option("info", help="Uvicorn log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/predict, GET /v1/labels, /healthz, /metrics, docs at /docs."""
@@ -42,10 +50,10 @@ def serve(
     import uvicorn
 
     from automl.exported import ExportedModel
-    from automl.serve.app import ServeSettings, create_app
+    from automl.serve.app import create_app
 
     settings = ServeSettings(
-        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_body_bytes=int(max_body_mb * MIB),
         upload_timeout_s=upload_timeout_s,
         max_batch=max_batch,
         batch_window_ms=batch_window_ms,

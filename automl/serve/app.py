@@ -8,12 +8,10 @@ releases the GIL, and the event loop must stay free to accept other clients), th
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Protocol
 
 import numpy as np
@@ -26,6 +24,7 @@ from automl.backbones.base import Resize
 from automl.data.images import ImageError, decode_image
 from automl.serve.batching import MicroBatcher
 from automl.serve.metrics import MetricsMiddleware, ServerMetrics
+from automl.serve.settings import ServeSettings
 from automl.serve.upload import UPLOAD_FIELD, read_upload
 
 KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -45,18 +44,6 @@ class Classifier(Protocol):
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """uint8 RGB (N, size, size, 3) → class probabilities (N, len(labels))."""
         ...
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """The server's limits and knobs; the CLI maps its options onto these."""
-
-    max_body_bytes: int = 20 * 1024 * 1024
-    upload_timeout_s: float = 30.0
-    max_batch: int = 32
-    batch_window_ms: float = 5.0
-    decode_threads: int = os.cpu_count() or 2
-    api_key: str | None = None
 
 
 class LabelScore(BaseModel):
