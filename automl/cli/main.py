@@ -6,6 +6,7 @@ imports inside commands keeps `automl --help` fast (TensorFlow and Ray load only
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -46,6 +47,10 @@ def _register_all() -> None:
 
 _register_all()
 
+FILE_SYSTEM_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors the machine, not the code, causes (a full disk, a read-only or forbidden folder): reported in one
+line with the path, not as a traceback."""
+
 
 def main() -> None:
     """Run the CLI; user-facing errors print one clear message and exit with their code (2: bad input)."""
@@ -54,3 +59,10 @@ def main() -> None:
     except AutomlError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in FILE_SYSTEM_REFUSALS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.secho(f"error: {where}{exc.strerror}", err=True, fg=typer.colors.RED)
+        typer.secho("  hint: free some space or choose a writable folder (output.folder, cache)", err=True)
+        sys.exit(1)
