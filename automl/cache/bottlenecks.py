@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from automl.cache.distributed import Executor, extract_on_cluster, use_cluster
-from automl.cache.extract import DEFAULT_BATCH_SIZE, ExtractStats, extract, group_by_missing
+from automl.cache.extract import DEFAULT_BATCH_SIZE, CutGroups, ExtractStats, extract, group_by_missing
 from automl.cache.store import CacheKey, Part, PartStore
 from automl.errors import CacheError
 from automl.paths import cache_root
@@ -74,6 +74,7 @@ class BottleneckCache:
             if groups:
                 if use_cluster(executor):
                     stats.add(extract_on_cluster(self.store, backbone, weights, groups, batch_size=batch_size))
+                    self._check_shared(keys, groups, stats)
                 else:
                     stats.add(extract(self.store, backbone, weights, groups, batch_size=batch_size, progress=progress))
         for skipped in stats.failed:
@@ -115,6 +116,22 @@ class BottleneckCache:
             for read in reads:
                 read.result()  # parts fill disjoint rows of `out`; Arrow and NumPy release the GIL
         return out
+
+    def _check_shared(self, keys: dict[str, CacheKey], groups: CutGroups, stats: ExtractStats) -> None:
+        """After a cluster extraction, every part the nodes wrote must be visible here: else the root is not shared."""
+        failed = {skipped.path for skipped in stats.failed}
+        for cut, key in keys.items():
+            visible = self._index(key)
+            expected = [
+                r.sha1 for cuts, records in groups.items() if cut in cuts for r in records if r.path not in failed
+            ]
+            unseen = sum(1 for sha1 in expected if sha1 not in visible)
+            if unseen:
+                raise CacheError(
+                    f"{self.root}: {unseen} {cut!r} features written by other Ray nodes are not visible here",
+                    hint="the cache folder must be shared by every node (NFS, a mounted bucket): set the recipe's "
+                    "`cache:` or $AUTOML_CACHE to a shared path, or extract with executor='local'",
+                )
 
     def _index(self, key: CacheKey, repaired: list[str] | None = None) -> dict[str, tuple[Part, int]]:
         """sha1 → (part, row) for `key`; the oldest part wins when concurrent writers both stored an image.
