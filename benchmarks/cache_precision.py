@@ -12,8 +12,6 @@ resulting pooled features are scored by the float32 classifier. Writes benchmark
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 
 import numpy as np
@@ -25,7 +23,7 @@ from automl.cache.extract import decode_file, frozen_forward
 from automl.data.dataset import scan_dataset
 from automl.machine import describe
 from benchmarks import results as results_md
-from benchmarks.extraction import OUT
+from benchmarks.extraction import publish
 
 
 def as_cached(values: np.ndarray) -> np.ndarray:
@@ -80,11 +78,7 @@ def main() -> None:
         "top_float16_through_rest_accuracy": float(np.mean(predict(reference, through_rest) == truth)),
         "top_float16_pooled_max_abs_diff": float(np.max(np.abs(through_rest - features))),
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "cache_precision.json").write_text(json.dumps(results, indent=2))
-    command = " ".join(["python -m benchmarks.cache_precision", *sys.argv[1:]])
-    results_md.record("cache_precision", "float16 bottleneck storage (automl.cache)", summary(results), command)
-    print(summary(results))
+    publish("cache_precision", "float16 bottleneck storage (automl.cache)", results, summary)
 
 
 def summary(r: dict) -> str:

@@ -13,8 +13,6 @@ arrays returned are twice that. Writes benchmarks/out/cache_read.json.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 
@@ -25,7 +23,7 @@ from automl.cache import BottleneckCache
 from automl.cache.store import PartWriter
 from automl.machine import describe
 from benchmarks import results as results_md
-from benchmarks.extraction import OUT
+from benchmarks.extraction import publish
 
 SHAPES = {"all": (1280,), "top": (7, 7, 192), "half": (14, 14, 80)}
 
@@ -77,11 +75,7 @@ def main() -> None:
                 "later_load_mb_per_s": stored / trusted / 1e6,
                 "later_load_images_per_s": len(sha1s) / trusted,
             }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "cache_read.json").write_text(json.dumps(results, indent=2))
-    command = " ".join(["python -m benchmarks.cache_read", *sys.argv[1:]])
-    results_md.record("cache_read", "Bottleneck cache reads (automl.cache)", summary(results), command)
-    print(summary(results))
+    publish("cache_read", "Bottleneck cache reads (automl.cache)", results, summary)
 
 
 def summary(results: dict) -> str:

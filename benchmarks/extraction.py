@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -146,14 +147,14 @@ def main() -> None:
         "ratio_ours_vs_plain_keras": ours["images_per_s"] / keras_way["images_per_s"],
     }
 
+    publish("extraction", "Bottleneck extraction (automl.cache)", results, summary)
+
+
+def publish(name: str, title: str, results: dict, summary: Callable[[dict], str]) -> None:
+    """Raw numbers to benchmarks/out/<name>.json, the summary to RESULTS.md section `name` and stdout."""
     OUT.mkdir(exist_ok=True)
-    (OUT / "extraction.json").write_text(json.dumps(results, indent=2))
-    results_md.record(
-        "extraction",
-        "Bottleneck extraction (automl.cache)",
-        summary(results),
-        "python -m " + " ".join(["benchmarks.extraction", *sys.argv[1:]]),
-    )
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
+    results_md.record(name, title, summary(results), " ".join([f"python -m benchmarks.{name}", *sys.argv[1:]]))
     print(summary(results))
 
 
