@@ -303,6 +303,7 @@ def test_a_burst_of_200_requests_is_all_answered(url: str, animals10: Path) -> N
     assert all(len(r.json()["labels"]) == 5 for r in responses)
 
 
+@pytest.mark.timeout(120)  # a server that never prints its address must not hang the suite
 def test_cli_serves_on_loopback_by_default(model_dir: Path, jpeg: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "automl", "serve", str(model_dir), "--port", "0"],
