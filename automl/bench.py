@@ -108,7 +108,7 @@ def run_bench(recipe: Any, *, model: Path | None = None, images: int = 64, runs:
     """`automl bench`: every phase on the recipe's first backbone, and the exported model when there is one."""
     from automl.backbones.registry import get_backbone
     from automl.data.dataset import Dataset
-    from automl.report.machine import machine_info
+    from automl.machine import describe
 
     if images < 1 or runs < 1 or epochs < 1:
         raise InputError("--images, --runs and --epochs must be at least 1")
@@ -127,5 +127,5 @@ def run_bench(recipe: Any, *, model: Path | None = None, images: int = 64, runs:
     }
     model = model or latest_model(recipe)
     result["inference"] = bench_inference(model, pixels, runs) if model else None
-    result["machine"] = machine_info()
+    result["machine"] = describe()
     return result

@@ -27,4 +27,4 @@ def test_bench_command_times_every_phase(built_run) -> None:
     assert inference["model"] == str(built_run.root) and inference["latency_ms"]["runs"] == 5
     assert 0 < inference["latency_ms"]["p50"] <= inference["latency_ms"]["p95"]
     assert inference["throughput_images_per_s"] > 0 and inference["batch"] == 8
-    assert bench["machine"]["cores"] >= 1 and "keras" in bench["machine"]["packages"]
+    assert bench["machine"]["cores"] >= 1 and "keras" in bench["machine"]["libraries"]

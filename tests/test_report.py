@@ -84,7 +84,7 @@ def test_every_section_renders_in_chromium_without_console_errors(
     metrics = json.loads((exported_run / "metrics.json").read_text())
     thumbnails = browser.find_elements(By.CSS_SELECTOR, "#misclassified .thumbs img")
     assert len(thumbnails) == min(MAX_THUMBNAILS, len(metrics["misclassified"]))
-    class_rows = browser.find_elements(By.CSS_SELECTOR, "#classes table:first-of-type tbody tr")
+    class_rows = browser.find_elements(By.CSS_SELECTOR, "#classes > table tbody tr")
     assert [r.find_element(By.TAG_NAME, "td").text for r in class_rows] == metrics["labels"]
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from automl.machine import describe as describe_machine
 from automl.report import analysis, plots
-from automl.report.machine import machine_info
 
 REPORT_FILE = "report.html"
 THUMBNAIL_PX = 112
@@ -359,15 +359,15 @@ def phases_section(run: Run) -> str:
 
 
 def machine_section(run: Run) -> str:
-    info = run.summary.get("machine") or machine_info()
+    info = run.summary.get("machine") or describe_machine()
     where = "the machine that ran the search" if run.summary.get("machine") else "the machine that wrote this report"
     rows = [
         ("CPU", info.get("cpu")),
-        ("cores", f"{info.get('cores')} ({info.get('usable_cores')} usable)"),
+        ("cores", info.get("cores")),
         ("memory", f"{info.get('memory_gib')} GiB"),
         ("OS", info.get("os")),
         ("Python", info.get("python")),
-        *((name, version) for name, version in (info.get("packages") or {}).items()),
+        *((name, version) for name, version in (info.get("libraries") or {}).items()),
     ]
     return _note(where) + _table(("what", "value"), rows)
 
