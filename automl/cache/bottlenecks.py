@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,7 +68,7 @@ class BottleneckCache:
             raise CacheError(f"ensure({backbone.name}): no cut points asked", hint="pass cuts such as ['all']")
         stats = ExtractStats()
         with self.store.writer_lock(next(iter(keys.values()))):
-            cached = {cut: set(self._index(key, stats.repaired)) for cut, key in keys.items()}
+            cached = {cut: self._index(key, stats.repaired).where.keys() for cut, key in keys.items()}
             groups = group_by_missing(records, lambda sha1: tuple(cut for cut in keys if sha1 not in cached[cut]))
             stats.reused = len({record.sha1 for record in records}) - sum(map(len, groups.values()))
             if groups:
@@ -86,32 +86,29 @@ class BottleneckCache:
         """float32 (N, *shape) features of `sha1s`, in that order; CacheError naming what is missing."""
         key = self.key(backbone, weights, cut)
         index = self._index(key)
-        missing = [sha1 for sha1 in sha1s if sha1 not in index]
+        missing = [sha1 for sha1 in sha1s if sha1 not in index.where]
         if missing:
             raise CacheError(
                 f"bottleneck cache {self.root}: {len(missing)} of {len(sha1s)} images have no {cut!r} features "
                 f"for {backbone.name} (weights {key.weights_id}), e.g. {missing[0]}",
                 hint="call BottleneckCache.ensure first (the search does), or run `automl cache build RECIPE`",
             )
-        if not index:
-            shape = backbone.cut_points()[cut].output_shape
-            return np.empty((0, *shape), dtype=np.float32)
-        shapes = {part.manifest.shape for part, _row in index.values()}
+        if not sha1s:
+            return np.empty((0, *backbone.cut_points()[cut].output_shape), dtype=np.float32)
+        shapes = {part.manifest.shape for part in index.parts}
         if len(shapes) > 1:
             raise CacheError(
                 f"{self.root}/{key.relative_dir}: parts disagree on the shape ({sorted(shapes)})",
                 hint="delete the folder and rebuild it",
             )
         out = np.empty((len(sha1s), *shapes.pop()), dtype=np.float32)
-        by_part: dict[Part, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-        for position, sha1 in enumerate(sha1s):
-            part, row = index[sha1]
-            by_part[part][0].append(row)
-            by_part[part][1].append(position)
-        with ThreadPoolExecutor(max_workers=min(len(by_part), os.cpu_count() or 1)) as pool:
+        located = np.array([index.where[sha1] for sha1 in sha1s], dtype=np.int64)  # (N, 2): part number, row
+        by_part = np.argsort(located[:, 0], kind="stable")
+        numbers, starts = np.unique(located[by_part, 0], return_index=True)
+        with ThreadPoolExecutor(max_workers=min(len(numbers), os.cpu_count() or 1)) as pool:
             reads = [
-                pool.submit(self.store.read_rows, part, np.asarray(rows), out, np.asarray(positions))
-                for part, (rows, positions) in by_part.items()
+                pool.submit(self.store.read_rows, index.parts[number], located[positions, 1], out, positions)
+                for number, positions in zip(numbers, np.split(by_part, starts[1:]), strict=True)
             ]
             for read in reads:
                 read.result()  # parts fill disjoint rows of `out`; Arrow and NumPy release the GIL
@@ -121,7 +118,7 @@ class BottleneckCache:
         """After a cluster extraction, every part the nodes wrote must be visible here: else the root is not shared."""
         failed = {skipped.path for skipped in stats.failed}
         for cut, key in keys.items():
-            visible = self._index(key)
+            visible = self._index(key).where
             expected = [
                 r.sha1 for cuts, records in groups.items() if cut in cuts for r in records if r.path not in failed
             ]
@@ -133,8 +130,8 @@ class BottleneckCache:
                     "`cache:` or $AUTOML_CACHE to a shared path, or extract with executor='local'",
                 )
 
-    def _index(self, key: CacheKey, repaired: list[str] | None = None) -> dict[str, tuple[Part, int]]:
-        """sha1 → (part, row) for `key`; the oldest part wins when concurrent writers both stored an image.
+    def _index(self, key: CacheKey, repaired: list[str] | None = None) -> _Index:
+        """Where each sha1 of `key` is stored; the oldest part wins when concurrent writers both stored an image.
 
         With `repaired`, damaged parts are first deleted and reported there, so their images read as missing.
         """
@@ -142,8 +139,15 @@ class BottleneckCache:
             for bad in self.store.check_all(key, delete=True, force=False):
                 log.warning("bottleneck cache: removed damaged part %s: %s", bad.path, bad.reason)
                 repaired.append(f"{bad.path}: {bad.reason}")
-        index: dict[str, tuple[Part, int]] = {}
-        for part in self.store.parts(key):
+        index = _Index(self.store.parts(key), {})
+        for number, part in enumerate(index.parts):
             for row, sha1 in enumerate(self.store.sha1s(part)):
-                index.setdefault(sha1, (part, row))
+                index.where.setdefault(sha1, (number, row))
         return index
+
+
+@dataclass(frozen=True)
+class _Index:
+    parts: list[Part]
+    where: dict[str, tuple[int, int]]
+    """sha1 → (position in `parts`, row in that part)."""
