@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HOW_TO = REPO / "docs" / "writing-a-backbone-plugin.md"
+HOW_TO = REPO / "README.md"
 AUTOML = Path(sys.executable).with_name("automl")
 
 

@@ -15,9 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE = REPO / "docker" / "compose.yaml"
 ENV_EXAMPLE = REPO / "docker" / "env.example"
-DOC = REPO / "docs" / "cluster-and-docker.md"
+README = REPO / "README.md"
 SERVICES = {"ray-head", "ray-worker", "api"}
 SHARED_MOUNTS = {"cache": "/cache", "runs": "/work/runs"}
+
+
+def docker_docs() -> str:
+    """The README's section on clusters, Ray Jobs, Docker and the API (what the compose file must match)."""
+    text = README.read_text()
+    start = text.index("## Running on a Ray cluster")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def local_install_targets(words: list[str]) -> set[str]:
 
 def test_compose_declares_the_services_the_docs_promise(compose: dict) -> None:
     assert set(compose["services"]) == SERVICES
-    documented = set(re.findall(r"^\| `([a-z-]+)` \|", DOC.read_text(), re.MULTILINE))
+    documented = set(re.findall(r"^\| `([a-z-]+)` \|", docker_docs(), re.MULTILINE))
     assert documented == SERVICES
 
 
@@ -75,7 +83,7 @@ def test_published_ports_are_the_documented_ones_on_loopback(compose: dict) -> N
         name: [str(port) for port in service.get("ports", [])] for name, service in compose["services"].items()
     }
     assert published == {"ray-head": ["127.0.0.1:8265:8265"], "ray-worker": [], "api": ["127.0.0.1:8000:8000"]}
-    documented_ports = set(re.findall(r"127\.0\.0\.1:(\d+)", DOC.read_text()))
+    documented_ports = set(re.findall(r"127\.0\.0\.1:(\d+)", docker_docs()))
     assert documented_ports == {"8265", "8000"}
     api = compose["services"]["api"]
     assert command_text(api).startswith("automl serve ") and "--port 8000" in command_text(api)
@@ -88,7 +96,7 @@ def test_every_service_shares_the_cache_and_runs_volumes(compose: dict, instruct
         mounts = dict(volume.split(":")[:2] for volume in service["volumes"])
         for volume, target in SHARED_MOUNTS.items():
             assert mounts.get(volume) == target, f"{name} does not mount {volume} at {target}"
-    doc = DOC.read_text()
+    doc = docker_docs()
     assert all(f"`{target}`" in doc for target in SHARED_MOUNTS.values())
     env = " ".join(args for op, args in instructions if op == "ENV")
     assert "AUTOML_CACHE=/cache/" in env and "XDG_CACHE_HOME=/cache" in env  # both caches on the volume
