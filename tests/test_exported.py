@@ -56,6 +56,30 @@ def test_a_keras_file_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path: Path
         ExportedModel.load(folder)
 
 
+class _Trap:
+    """Unpickling this writes a marker file: proof that someone loaded a pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.keras"])
+def test_a_pickle_given_as_the_model_is_never_unpickled(tmp_path: Path, exported_run: Path, name: str) -> None:
+    import pickle
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(exported_run / "model" / "automl.json", folder)
+    (folder / name).write_bytes(pickle.dumps(_Trap(marker)))
+    with pytest.raises(InputError, match=r"not a \.keras model file|cannot be loaded safely"):
+        ExportedModel.load(folder / name)
+    assert not marker.exists()
+
+
 def test_saving_is_atomic_a_failed_save_keeps_the_old_model(
     tmp_path: Path, loaded: ExportedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,12 @@ REPORT_FILE = "report.html"
 THUMBNAIL_PX = 112
 MAX_THUMBNAILS = 24
 LEADERBOARD_ROWS = 25
+CUT_MEANING = {
+    "all": "all (backbone frozen)",
+    "top": "top (last block trained)",
+    "half": "half (second half trained)",
+    "none": "none (whole backbone trained)",
+}
 
 _PAGE = Template(
     """<!DOCTYPE html>
@@ -205,7 +211,12 @@ def dimensions_section(run: Run) -> str:
     parts = []
     for name in names:
         rows = [
-            (row["value"], row["n"], _percent(row["best"]), _percent(row["median"]))
+            (
+                CUT_MEANING.get(row["value"], row["value"]) if name == "cut" else row["value"],
+                row["n"],
+                _percent(row["best"]),
+                _percent(row["median"]),
+            )
             for row in analysis.dimension_table(run.trials, name)
         ]
         parts.append(
