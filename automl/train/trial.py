@@ -3,7 +3,7 @@
 The loop is a custom one rather than `Model.fit`: one traced function runs a whole epoch of batches
 (a `tf.range` loop inside the graph) and another the whole validation pass, so a trial pays one
 trace and two graph calls per epoch instead of fit's per-epoch dataset and callback machinery (about
-2.5× faster on `all`-cut trials, where that overhead is nearly all the time).
+3× faster on `all`-cut trials, where that overhead is nearly all the time: `python -m benchmarks.train_trial`).
 """
 
 from __future__ import annotations
