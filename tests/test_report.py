@@ -80,7 +80,10 @@ def test_every_section_renders_in_chromium_without_console_errors(
     assert all(plots.values()), f"sections without their plot: {plots}"
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")
-    assert len(rows) == json.loads((exported_run / "summary.json").read_text())["trials"]["done"]
+    summary = json.loads((exported_run / "summary.json").read_text())
+    assert len(rows) == summary["trials"]["done"]
+    highlighted = browser.find_element(By.CSS_SELECTOR, "#leaderboard tr.best")
+    assert highlighted.find_elements(By.TAG_NAME, "td")[1].text == summary["best"]["trial"]
     metrics = json.loads((exported_run / "metrics.json").read_text())
     thumbnails = browser.find_elements(By.CSS_SELECTOR, "#misclassified .thumbs img")
     assert len(thumbnails) == min(MAX_THUMBNAILS, len(metrics["misclassified"]))

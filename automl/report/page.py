@@ -177,7 +177,9 @@ def leaderboard_section(run: Run) -> str:
     ]
     headers = ("#", "trial", "configuration", "status", "val top-1", "val top-5", "epochs", "seconds")
     more = _note(f"best {LEADERBOARD_ROWS} of {len(run.trials)} trials") if len(run.trials) > LEADERBOARD_ROWS else ""
-    return _table(headers, rows, numeric=(0, 4, 5, 6, 7), best=0) + more
+    chosen = run.summary.get("best", {}).get("trial")
+    best = next((i for i, row in enumerate(rows) if row[1] == chosen), -1)
+    return _table(headers, rows, numeric=(0, 4, 5, 6, 7), best=best) + _note("highlighted: the exported model") + more
 
 
 def history_section(run: Run) -> str:
