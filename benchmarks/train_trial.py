@@ -57,13 +57,7 @@ def time_trials(data: Any, config: dict[str, Any], repeats: int) -> dict[str, An
         result = train_trial({**config, "seed": seed}, data)
         seconds.append(time.perf_counter() - start)
         accuracies.append(result.best_val_accuracy)
-    median = statistics.median(seconds)
-    return {
-        "median s / trial": round(median, 2),
-        "max s": round(max(seconds), 2),
-        "trials / min (one process)": round(60 / median, 1),
-        "best val (median)": round(statistics.median(accuracies), 4),
-    }
+    return _summary(seconds, accuracies)
 
 
 def time_keras_fit(data: Any, epochs: int, batch_size: int, repeats: int) -> dict[str, Any]:
@@ -91,6 +85,10 @@ def time_keras_fit(data: Any, epochs: int, batch_size: int, repeats: int) -> dic
         )
         seconds.append(time.perf_counter() - start)
         accuracies.append(max(history.history["val_accuracy"]))
+    return _summary(seconds, accuracies)
+
+
+def _summary(seconds: list[float], accuracies: list[float]) -> dict[str, Any]:
     median = statistics.median(seconds)
     return {
         "median s / trial": round(median, 2),

@@ -3,6 +3,11 @@
 Every head outputs unnormalised scores (logits for `softmax`/`mlp`, margins for `svm`); the softmax
 that turns them into probabilities is added only by `assemble`, so training uses the numerically stable
 `from_logits` cross-entropy and the SVM's squared hinge sees raw margins.
+
+The SVM is trained here by gradient descent (squared hinge, one-vs-rest, L2 as in Tang 2013) rather
+than fitted by liblinear: the same head then serves every cut (the rest trains through it), reports
+each epoch so ASHA can prune it, and on animals10 Lite0 vectors it reaches the softmax head's accuracy
+in under a second (`python -m benchmarks.train_trial`).
 """
 
 from __future__ import annotations
