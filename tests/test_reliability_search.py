@@ -1,14 +1,17 @@
 """Faults around a whole `automl search`, as users meet them: real CLI processes, real Ray, real file systems.
 
-A trial time of zero, a run folder on a read-only file system, two searches filling one cold
-cache at the same time while one of them runs out of disk at the export. The faults inside the Tune
-experiment (a trial that raises, a SIGKILLed worker) are the search's own tests (tests/test_search_trials.py).
+Another Ray already running on the machine, a trial time of zero, a run folder on a read-only file system,
+two searches filling one cold cache at the same time while one of them runs out of disk at the export. The
+faults inside the Tune experiment (a trial that raises, a SIGKILLed worker) are the search's own tests
+(tests/test_search_trials.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -106,6 +109,10 @@ def test_two_searches_share_one_cold_cache_and_a_full_disk_leaves_no_model(
     summary = json.loads(out.splitlines()[-1])
     assert summary["trials"]["complete"] == 2 and Path(summary["model"], "model.keras").is_file()
 
+    error = [line for line in full_err.splitlines() if line.startswith("error:")]
+    print(
+        f"full disk: rc={searches[1].returncode}, {error}; first search: cache {summary['cache']}"
+    )  # for RELIABILITY.md
     assert searches[1].returncode == 1, full_err[-3000:]
     assert "No space left on device" in full_err and "Traceback" not in full_err, full_err[-3000:]
     (run_dir,) = mount_point.iterdir()
@@ -127,3 +134,56 @@ def test_two_searches_share_one_cold_cache_and_a_full_disk_leaves_no_model(
         timeout=120,
     )
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] == len(store.parts()), verify.stdout
+
+
+SEARCH_PROCESS = """
+import sys
+import ray
+from automl.search.cluster import connect
+connect(None)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.readline()  # the test stops the other Ray meanwhile
+print(ray.get(ray.remote(lambda: "alive").remote()), flush=True)
+ray.shutdown()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_search_keeps_its_own_ray_when_another_runs_on_the_machine() -> None:
+    """Found by these tests: with no address, `ray.init()` joined the newest Ray on the machine (another search's,
+    another user's), and the search died with it ("Owner's node has crashed") when that Ray stopped."""
+    port = _free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    other = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    search = None
+    try:
+        assert other.stdout is not None
+        printed = []
+        while not printed or "Ray runtime started" not in printed[-1]:  # --block: the output never ends
+            printed.append(other.stdout.readline())
+            assert printed[-1], "`ray start` ended: " + "".join(printed)
+        search = subprocess.Popen(
+            [sys.executable, "-c", SEARCH_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert search.stdout is not None and search.stdin is not None
+        own_address = search.stdout.readline().strip()
+        assert own_address and not own_address.endswith(f":{port}"), f"the search joined the other Ray ({own_address})"
+        other.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes, no one else's
+        other.wait(timeout=60)
+        out, _ = search.communicate("go\n", timeout=120)
+        assert search.returncode == 0 and out.strip() == "alive"
+    finally:
+        for process in (search, other):
+            if process is not None and process.poll() is None:
+                process.kill()

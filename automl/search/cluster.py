@@ -47,7 +47,9 @@ def connect(address: str | None) -> RaySession:
 
     if not ray.is_initialized():
         context = ray.init(
-            address=address,
+            # "local", not None: Ray would otherwise join any Ray already running on this machine (another
+            # search's, found through /tmp/ray), and this search would die when that one shuts its Ray down
+            address=address or "local",
             include_dashboard=None if address else True,
             logging_level=logging.WARNING,
             log_to_driver=False,
