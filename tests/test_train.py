@@ -145,6 +145,7 @@ def _rss_mib() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_over_many_trials_in_one_process() -> None:
     data = separable(features=256, train=400, val=100)
     heads = ("softmax", "mlp", "svm")
@@ -173,3 +174,19 @@ def test_configure_threads_sizes_pools_and_survives_a_running_tensorflow() -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "False", "1", "1"]
+
+
+def test_a_diverging_trial_ends_at_the_first_non_finite_loss(blobs: TrialData) -> None:
+    calls: list[dict] = []
+    result = train_trial({"head": "mlp", "optimizer": "sgd", "learning_rate": 1e30, "epochs": 20}, blobs, calls.append)
+    assert result.stopped
+    assert len(calls) == len(result.history) < 20
+    assert not np.isfinite(result.history[-1]["train_loss"])
+    assert all(np.isfinite(h["train_loss"]) for h in result.history[:-1])
+
+
+def test_non_finite_activations_are_refused(blobs: TrialData) -> None:
+    damaged = blobs.x_val.copy()
+    damaged[3, 5] = np.nan
+    with pytest.raises(InputError, match=r"TrialData\.x_val: holds NaN"):
+        train_trial({}, TrialData(blobs.x_train, blobs.y_train, damaged, blobs.y_val, blobs.num_classes))

@@ -9,6 +9,7 @@ trace and two graph calls per epoch instead of fit's per-epoch dataset and callb
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,11 @@ class TrialData:
             array = getattr(self, name)
             if array.ndim < 2 or len(array) == 0:
                 raise InputError(f"TrialData.{name}: need a non-empty (N, ...) array, got shape {array.shape}")
+            if not np.isfinite(array).all():
+                raise InputError(
+                    f"TrialData.{name}: holds NaN or infinite values",
+                    hint="the cached activations are damaged: `automl cache verify` finds and removes bad parts",
+                )
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise InputError(
                 f"TrialData: x_train rows {self.x_train.shape[1:]} and x_val rows {self.x_val.shape[1:]} differ"
@@ -110,7 +116,8 @@ def train_trial(
 
     Returns the best epoch's validation accuracy and weights. An exception from `report` stops the
     trial and propagates (after Keras state is freed), except `StopTrial`, which returns the result so
-    far with `stopped=True`; `time_limit` (seconds) ends training after the epoch that passes it.
+    far with `stopped=True`; `time_limit` (seconds) ends training after the epoch that passes it, and a
+    non-finite training loss (a learning rate that diverged) after the epoch that shows it.
     """
     import keras
 
@@ -151,8 +158,8 @@ class _Trainer:
     ) -> TrialResult:
         import tensorflow as tf
 
-        x_train, y_train = tf.constant(self.data.x_train), tf.constant(self.data.y_train, tf.int32)
-        x_val, y_val = tf.constant(self.data.x_val), tf.constant(self.data.y_val, tf.int32)
+        x_train, y_train = tf.constant(self.data.x_train, tf.float32), tf.constant(self.data.y_train, tf.int32)
+        x_val, y_val = tf.constant(self.data.x_val, tf.float32), tf.constant(self.data.y_val, tf.int32)
         order = np.random.default_rng(self.config.seed)
         history: list[dict[str, float]] = []
         best: dict[str, float] = {"val_accuracy": -1.0, "val_top5": 0.0, "epoch": 0}
@@ -182,7 +189,8 @@ class _Trainer:
                 except StopTrial:
                     stopped = True
                     break
-            if time_limit is not None and time.perf_counter() - started >= time_limit:
+            diverged = not math.isfinite(metrics["train_loss"])  # nothing more to learn: free the worker
+            if diverged or (time_limit is not None and time.perf_counter() - started >= time_limit):
                 stopped = epoch < self.config.epochs
                 break
         return TrialResult(
