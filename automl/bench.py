@@ -72,22 +72,23 @@ def bench_training(recipe: Any, backbone: str, epochs: int) -> dict[str, Any]:
     return {"train_images": len(data.y_train), "heads": results}
 
 
-def bench_inference(model_path: Path, pixels: np.ndarray, runs: int) -> dict[str, Any]:
-    """The exported model: one photo at a time (a user waiting) and batches of 32 (a folder being tagged)."""
+def bench_inference(model_path: Path, paths: list[Path], runs: int) -> dict[str, Any]:
+    """The exported model as `predict` and `serve` call it: one photo at a time (a user waiting) and batches of
+    32 (a folder being tagged). Photos are decoded at the model's own input size first (decoding is timed
+    separately, by `bench_decode`)."""
     from automl.exported import ExportedModel
 
     exported = ExportedModel.load(model_path)
-    size = exported.resize.size
-    if pixels.shape[1:3] != (size, size):
-        raise InputError(
-            f"{model_path}: the model takes {size} px photos but the recipe's backbone gives {pixels.shape[1]}"
-        )
-    single = pixels[:1].astype(np.float32)
-    latency = _timed(lambda: exported.model(single, training=False), runs) * 1000
+    _, pixels, _ = exported.decode_files(paths)
+    if not len(pixels):
+        raise InputError(f"none of the {len(paths)} benchmark photos could be decoded")
+    single = pixels[:1]
+    latency = _timed(lambda: exported.predict_arrays(single), runs) * 1000
     batch = pixels[:BATCH]
     batch_seconds = float(np.median(_timed(lambda: exported.predict_arrays(batch), max(3, runs // 10))))
     return {
         "model": str(model_path),
+        "backbone": exported.meta.get("backbone"),
         "latency_ms": {
             "p50": float(np.percentile(latency, 50)),
             "p95": float(np.percentile(latency, 95)),
@@ -126,6 +127,6 @@ def run_bench(recipe: Any, *, model: Path | None = None, images: int = 64, runs:
         "training": bench_training(recipe, name, epochs),
     }
     model = model or latest_model(recipe)
-    result["inference"] = bench_inference(model, pixels, runs) if model else None
+    result["inference"] = bench_inference(model, paths, runs) if model else None
     result["machine"] = describe()
     return result
