@@ -8,6 +8,7 @@ trace and two graph calls per epoch instead of fit's per-epoch dataset and callb
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -123,6 +124,7 @@ def train_trial(
 
     settings = TrainConfig.from_dict(config)
     data.check()
+    _freeze_long_lived_heap()
     started = time.perf_counter()
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(settings.seed)
@@ -260,6 +262,19 @@ class _Trainer:
             top_k += tf.reduce_sum(tf.cast(tf.math.in_top_k(y_batch, scores, self.top_k), tf.float32))
         total = tf.cast(count, tf.float32)
         return loss_sum / total, top1 / total, top_k / total
+
+
+def _freeze_long_lived_heap() -> None:
+    """Hide what is alive before the first trial (TensorFlow's ~400,000 import-time objects) from the collector.
+
+    Each trial ends with a full garbage collection, which its traced graphs' reference cycles need to be
+    freed; walking TensorFlow's import-time heap made that collection half of an `all`-cut trial (0.5 s
+    of 1.3 s, measured on this machine). Frozen objects are the process's long-lived ones; what trials
+    allocate afterwards is collected as before. Done once per process (a Ray actor runs many trials).
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def _freeze_batch_norm(model: Any) -> None:
