@@ -48,3 +48,16 @@ def built_run(tmp_path_factory: pytest.TempPathFactory, animals10: Path):
 def exported_run(built_run) -> Path:
     """The run folder of `built_run`: model/, metrics.json, trials.parquet, summary.json, recipe.yaml."""
     return built_run.root
+
+
+@pytest.fixture(scope="session")
+def cats_and_dogs(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> Path:
+    """A small real dataset for searches: the first 30 photos of animals10's cat and dog classes (copies)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("data") / "cats_and_dogs"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for photo in sorted(p for p in (animals10 / name).iterdir() if p.is_file())[:30]:
+            shutil.copy(photo, root / name / photo.name)
+    return root

@@ -93,7 +93,8 @@ def _short(value: Any) -> str:
 
 def _trial_states(folder: Path) -> dict[str, dict[str, Any]]:
     """Tune's saved view of each trial, by trial folder name: status, failures, error file."""
-    saved = sorted(folder.glob("experiment_state-*.json"), key=lambda path: path.stat().st_mtime)
+    # one state file per driver session, named by its start time (a resume adds one): the last name is current
+    saved = sorted(folder.glob("experiment_state-*.json"))
     if not saved:
         return {}
     try:

@@ -1,0 +1,129 @@
+"""`automl search` end to end on real photos: the driver SIGKILLed mid-search, resumed, exported, reloaded.
+
+Two animals10 classes (30 photos each, the `cats_and_dogs` fixture), EfficientNet-Lite0 with its real
+weights, cut `all`: small enough for about two minutes, real in every part (CLI, scan, cache, Ray, Tune,
+export, evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from automl.search.layout import RunLayout
+from automl.search.leaderboard import collect_trials
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ("cat", "dog")
+PER_CLASS = 30
+TRIALS = 8
+
+
+def _automl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "automl", *args]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "AUTOML_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _wait_for_complete_trials(runs: Path, count: int, process: subprocess.Popen, timeout: float) -> Path:
+    """The run folder, once Tune's saved state counts `count` complete trials."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, f"the search ended early: {process.stderr.read().decode()[-2000:]}"
+        for run in runs.glob("*/"):
+            trials = collect_trials(run)
+            if not trials.empty and (trials["status"] == "complete").sum() >= count:
+                return run
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} complete trials within {timeout} s")
+
+
+def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports(tmp_path, cats_and_dogs):
+    recipe = tmp_path / "cats_and_dogs.yaml"
+    recipe.write_text(
+        f"data: {{folder: {cats_and_dogs}}}\n"
+        "search: {backbones: efficientnet_lite0, cuts: all, heads: [softmax, svm], epochs: 4, scheduler: fifo}\n"
+        f"budget: {{time: 5m, trials: {TRIALS}}}\n"
+        f"output: {{folder: {tmp_path / 'runs'}}}\n"
+    )
+    env = _env(tmp_path)
+    driver = subprocess.Popen(
+        _automl("search", str(recipe), "--json"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        run = _wait_for_complete_trials(tmp_path / "runs", 2, driver, timeout=240)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    before = collect_trials(run)
+    finished = before[before["status"] == "complete"]
+    saved = {name: (RunLayout(run).experiment / name / "result.json").read_bytes() for name in finished["name"]}
+    assert len(saved) >= 2 and not RunLayout(run).summary.exists()
+
+    resumed = subprocess.run(
+        _automl("search", str(recipe), "--resume", str(run), "--json"), env=env, capture_output=True, timeout=420
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    summary = json.loads(resumed.stdout.decode().strip().splitlines()[-1])
+
+    # every trial of the budget ran, the ones finished before the kill were kept and not run again
+    after = collect_trials(run)
+    assert len(after) == TRIALS and after["trial_id"].is_unique
+    assert (after["status"] == "complete").all()
+    for name, result_lines in saved.items():
+        assert (RunLayout(run).experiment / name / "result.json").read_bytes() == result_lines, f"{name} re-ran"
+    assert summary["trials"]["done"] == TRIALS and summary["stop_reason"] == "trials"
+
+    # the resumed search found every feature in the cache the first run built
+    photos = len(CLASSES) * PER_CLASS
+    assert summary["cache"]["cache_misses"] == 0 and summary["cache"]["cache_hits"] >= photos - 2
+
+    # the run folder: model, labels, metrics, trials table with the baseline, recipe; best ≥ baseline
+    layout = RunLayout(run)
+    assert (layout.model / "model.keras").is_file() and json.loads(layout.labels.read_text()) == list(CLASSES)
+    assert summary["best"]["val_accuracy"] >= summary["baseline"]["val_accuracy"]
+    import pandas as pd
+
+    table = pd.read_parquet(layout.trials, engine="fastparquet")
+    assert len(table) == TRIALS + 1 and table["baseline"].sum() == 1
+    assert {"param_backbone", "param_cut", "param_head", "param_optimizer", "epoch_val_accuracy"} <= set(table)
+    metrics = json.loads(layout.metrics.read_text())
+    assert summary["best"]["test_top1"] == metrics["top1"] and metrics["top1"] >= 0.8
+
+    status = subprocess.run(_automl("status", str(run), "--json"), env=env, capture_output=True, timeout=60)
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["complete"] == TRIALS + 1
+
+    # a fresh process reloads the exported model and reproduces metrics.json on the test photos
+    check = subprocess.run([sys.executable, "-c", RELOAD, str(run)], env=env, capture_output=True, timeout=180)
+    assert check.returncode == 0, check.stderr.decode()[-2000:]
+    reproduced = json.loads(check.stdout.decode().strip().splitlines()[-1])
+    assert reproduced == {"n": metrics["n"], "top1": pytest.approx(metrics["top1"])}
+
+
+RELOAD = """
+import json, sys
+from pathlib import Path
+from automl.data.dataset import Dataset
+from automl.exported import ExportedModel
+from automl.recipe import load_recipe
+
+run = Path(sys.argv[1])
+model = ExportedModel.load(run)
+dataset = Dataset.from_recipe(load_recipe(run / "recipe.yaml").data)
+test = dataset.split("test")
+report = model.predict_files([r.path for r in test], top=1)
+predicted = {str(r["file"]): r["labels"][0]["label"] for r in report.results}
+hits = sum(predicted[str(r.path)] == dataset.classes[r.label] for r in test)
+print(json.dumps({"n": len(test), "top1": hits / len(test)}))
+"""
