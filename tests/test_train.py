@@ -83,12 +83,18 @@ def test_stop_trial_from_report_returns_the_result_so_far(blobs: TrialData) -> N
     assert result.weights
 
 
-def test_an_error_in_report_propagates_and_the_next_trial_runs(blobs: TrialData) -> None:
-    def fail(metrics: dict) -> None:
-        raise RuntimeError("tune session ended")
+@pytest.mark.parametrize("error", [RuntimeError("tune session ended"), SystemExit(0)], ids=["error", "sys.exit"])
+def test_an_exception_from_report_propagates_and_the_next_trial_runs(blobs: TrialData, error: BaseException) -> None:
+    """Ray Tune ends a stopped trial with sys.exit(0) inside `tune.report`: it must pass through untouched."""
+    calls: list[int] = []
 
-    with pytest.raises(RuntimeError, match="tune session ended"):
+    def fail(metrics: dict) -> None:
+        calls.append(metrics["epoch"])
+        raise error
+
+    with pytest.raises(type(error)):
         train_trial({"epochs": 3}, blobs, fail)
+    assert calls == [1]
     assert train_trial({"epochs": 2}, blobs).best_val_accuracy > 0.5
 
 
