@@ -1,13 +1,15 @@
-"""Seconds per `all`-cut trial for each head and optimizer, on animals10's EfficientNet-Lite0 vectors.
+"""Seconds per trial for each head and optimizer, on animals10's EfficientNet-Lite0 activations.
 
-    python -m benchmarks.train_trial [--repeats 5] [--epochs 20] [--batch-size 32] [--threads 1]
+    python -m benchmarks.train_trial [--cut all|top] [--repeats 5] [--epochs 20] [--batch-size 32] [--threads 1]
 
 The features come from the bottleneck cache (`$AUTOML_CACHE`, built on first use), split as the
 default recipe splits them (70/15/15, seed 0). Each configuration runs `--repeats` trials (seeds 0..n-1)
 in this one process, as a reused Ray actor would, with TensorFlow's pools set to `--threads`; the first
 trial of the process is run once more beforehand so that one-off start-up (oneDNN, allocator) is not
-charged to a head. The row `softmax via Model.fit` trains the same softmax head with Keras' `fit`
-(validation every epoch), the baseline the custom loop replaced.
+charged to a head. For `all`, the row `softmax via Model.fit` trains the same softmax head with Keras'
+`fit` (validation every epoch), the baseline the custom loop replaced. For `top`, each trial trains a
+fresh copy of the backbone's last block (`trainable_rest`, made outside the timing, as the search
+makes it before calling `train_trial`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.results import record, table
@@ -24,8 +27,9 @@ HEADS = ("softmax", "mlp", "svm")
 OPTIMIZERS = ("adam", "sgd")
 
 
-def animals10_vectors() -> Any:
-    """TrialData of the default split's train and val Lite0 pooled vectors, from the shared cache."""
+def animals10_features(cut: str = "all") -> tuple[Any, Callable[[], Any] | None]:
+    """TrialData of the default split's train and val Lite0 activations of `cut`, from the shared cache,
+    and for cuts other than `all` a factory of fresh trainable rests."""
     from automl.backbones import get_backbone
     from automl.cache import BottleneckCache
     from automl.data.dataset import scan_dataset
@@ -36,23 +40,28 @@ def animals10_vectors() -> Any:
     backbone = get_backbone("efficientnet_lite0")
     cache = BottleneckCache()
     train, val = dataset.split("train"), dataset.split("val")
-    cache.ensure(backbone, "default", ["all"], train + val, progress=True)
+    cache.ensure(backbone, "default", [cut], train + val, progress=True)
 
     def arrays(records: list) -> tuple[Any, Any]:
         import numpy as np
 
-        x = cache.load(backbone, "default", "all", [r.sha1 for r in records])
+        x = cache.load(backbone, "default", cut, [r.sha1 for r in records])
         return x, np.array([r.label for r in records])
 
     (x_train, y_train), (x_val, y_val) = arrays(train), arrays(val)
-    return TrialData(x_train, y_train, x_val, y_val, len(dataset.classes))
+    data = TrialData(x_train, y_train, x_val, y_val, len(dataset.classes))
+    if cut == "all":
+        return data, None
+    model = backbone.build("default")
+    return data, lambda: backbone.trainable_rest(model, cut)
 
 
-def time_trials(data: Any, config: dict[str, Any], repeats: int) -> dict[str, Any]:
+def time_trials(data: Any, rests: Callable[[], Any] | None, config: dict[str, Any], repeats: int) -> dict[str, Any]:
     from automl.train import train_trial
 
     seconds, accuracies = [], []
     for seed in range(repeats):
+        data.rest = rests() if rests else None
         start = time.perf_counter()
         result = train_trial({**config, "seed": seed}, data)
         seconds.append(time.perf_counter() - start)
@@ -100,6 +109,7 @@ def _summary(seconds: list[float], accuracies: list[float]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cut", choices=("all", "top"), default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -109,31 +119,34 @@ def main() -> None:
     from automl.train import baseline_config, configure_threads, train_trial
 
     configure_threads(args.threads)
-    data = animals10_vectors()
-    base = {**baseline_config(), "epochs": args.epochs, "batch_size": args.batch_size}
-    train_trial(base, data)  # process start-up, not charged to any head
+    data, rests = animals10_features(args.cut)
+    base = {**baseline_config(), "cut": args.cut, "epochs": args.epochs, "batch_size": args.batch_size}
+    data.rest = rests() if rests else None
+    train_trial({**base, "epochs": 1}, data)  # process start-up, not charged to any head
     rows = []
     for head in HEADS:
         for optimizer in OPTIMIZERS:
             config = {**base, "head": head, "optimizer": optimizer}
             if optimizer == "sgd":
                 config["learning_rate"] = 0.01
-            rows.append({"head": head, "optimizer": optimizer, **time_trials(data, config, args.repeats)})
-    rows.append(
-        {
-            "head": "softmax via Model.fit",
-            "optimizer": "adam",
-            **time_keras_fit(data, args.epochs, args.batch_size, args.repeats),
-        }
-    )
+            rows.append({"head": head, "optimizer": optimizer, **time_trials(data, rests, config, args.repeats)})
+    if args.cut == "all":
+        rows.append(
+            {
+                "head": "softmax via Model.fit",
+                "optimizer": "adam",
+                **time_keras_fit(data, args.epochs, args.batch_size, args.repeats),
+            }
+        )
     print(json.dumps(rows, indent=2))
-    shape = f"{len(data.x_train)} train × {data.x_train.shape[1]} and {len(data.x_val)} val vectors"
+    activation = "×".join(str(d) for d in data.x_train.shape[1:])
+    shape = f"{len(data.x_train)} train and {len(data.x_val)} val activations of {activation}"
     record(
-        "train_trial",
-        "Seconds per all-cut trial, each head (animals10, EfficientNet-Lite0 vectors)",
+        "train_trial" if args.cut == "all" else f"train_trial_{args.cut}",
+        f"Seconds per {args.cut}-cut trial, each head (animals10, EfficientNet-Lite0 activations)",
         f"{shape}; {args.epochs} epochs, batch {args.batch_size}, {args.threads} TF thread(s), "
         f"{args.repeats} trials per row (median); mlp hidden 512, dropout 0.2; sgd at lr 0.01.\n\n" + table(rows),
-        f"python -m benchmarks.train_trial --repeats {args.repeats} --epochs {args.epochs} "
+        f"python -m benchmarks.train_trial --cut {args.cut} --repeats {args.repeats} --epochs {args.epochs} "
         f"--batch-size {args.batch_size} --threads {args.threads}",
     )
 
