@@ -38,7 +38,11 @@ def search(
     from automl.search.run import run_search
 
     console = Console(stderr=True, soft_wrap=True)
-    outcome = run_search(load_recipe(recipe), resume=resume, address=address, console=console)
+    try:
+        outcome = run_search(load_recipe(recipe), resume=resume, address=address, console=console)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; resume with: automl search {recipe} --resume <the run folder printed above>")
+        raise typer.Exit(130) from None
     summary = outcome.summary
     if as_json:
         typer.echo(json.dumps(summary))

@@ -42,9 +42,11 @@ def resolve_address(cli_address: str | None, recipe_address: str | None) -> str 
 
 
 def connect(address: str | None) -> RaySession:
-    """Start a local Ray (dashboard on) or join `address`; a Ray already started in this process is reused."""
+    """Start a local Ray (dashboard on) or join `address`; a Ray this process already joined is reused as it is
+    (its dashboard URL is then not known here)."""
     import ray
 
+    dashboard = None
     if not ray.is_initialized():
         context = ray.init(
             # "local", not None: Ray would otherwise join any Ray already running on this machine (another
@@ -57,16 +59,7 @@ def connect(address: str | None) -> RaySession:
             runtime_env={"env_vars": WORKER_ENV},
         )
         dashboard = context.dashboard_url
-    else:
-        dashboard = _dashboard_url()
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     url = f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard
     return RaySession(address=address, dashboard_url=url, nodes=nodes, cpus=resources.get("CPU", 0.0))
-
-
-def _dashboard_url() -> str | None:
-    from ray._private.worker import global_worker
-
-    node = getattr(global_worker, "node", None)
-    return getattr(node, "webui_url", None)

@@ -181,4 +181,6 @@ def _error(trial_dir: Path) -> str | None:
         lines = [line for line in (trial_dir / "error.txt").read_text().splitlines() if line.strip()]
     except OSError:
         return "failed (no error file)"
+    if len(lines) >= 2 and lines[-1].strip().startswith("hint:"):  # an AutomlError: its message, then its hint
+        return f"{lines[-2]} ({lines[-1].strip()})"[:500]
     return lines[-1][:500] if lines else None

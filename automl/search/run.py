@@ -105,7 +105,7 @@ def run_search(
 
     from automl.search.leaderboard import best_trial, collect_trials, counts
 
-    trials = _with_baseline(collect_trials(layout.root), baseline, recipe)
+    trials = _with_baseline(collect_trials(layout.root), baseline)
     _write_parquet(trials, layout.trials)
     tally = counts(trials[trials["name"] != BASELINE_NAME])
     if tally["complete"] == 0 and tally["failed"]:
@@ -246,9 +246,11 @@ def _baseline(recipe: Recipe, features: FeatureSet, layout: RunLayout, console: 
     return result
 
 
-def _with_baseline(trials: pd.DataFrame, baseline: TrialResult, recipe: Recipe) -> pd.DataFrame:
+def _with_baseline(trials: pd.DataFrame, baseline: TrialResult) -> pd.DataFrame:
     """The trials plus one row for the baseline, so the table and the choice of the best include it."""
     config = baseline.config
+    optimizer_key = "epsilon" if config["optimizer"] == "adam" else "momentum"
+    searched = ("backbone", "cut", "head", "optimizer", "learning_rate", optimizer_key, "batch_size")
     row = {
         "trial_id": BASELINE_NAME,
         "name": BASELINE_NAME,
@@ -258,16 +260,12 @@ def _with_baseline(trials: pd.DataFrame, baseline: TrialResult, recipe: Recipe) 
         "epochs": len(baseline.history),
         "best_epoch": baseline.best_epoch,
         "seconds": baseline.seconds,
-        "finished_at": None,
-        "checkpoint": None,
-        **{f"param_{key}": config.get(key) for key in ("backbone", "cut", "head", "optimizer", "learning_rate")},
-        "param_epsilon": config.get("epsilon"),
-        "param_batch_size": config.get("batch_size"),
+        **{f"param_{key}": config[key] for key in searched},
         "epoch_val_accuracy": json.dumps([epoch.get(METRIC) for epoch in baseline.history]),
+        "baseline": True,
     }
-    baseline_row = pd.DataFrame([row])
     trials = trials.assign(baseline=False) if not trials.empty else trials
-    return pd.concat([trials, baseline_row.assign(baseline=True)], ignore_index=True)
+    return pd.concat([trials, pd.DataFrame([row])], ignore_index=True)
 
 
 def _write_parquet(trials: pd.DataFrame, path: Path) -> None:
@@ -282,8 +280,8 @@ def _write_parquet(trials: pd.DataFrame, path: Path) -> None:
 
 
 def _stop_reason(budget: Any, tally: dict[str, int], planned: int, trials_budget: int | None, deadline: float) -> str:
-    """Which budget ended the search: `target_accuracy`, `trials`, `search_space` (grid done), `time`, or
-    `interrupted` (Ctrl-C: none of the budgets explains the end)."""
+    """Which budget ended the search: `target_accuracy`, `trials`, `search_space` (grid done), `time`,
+    or `interrupted` (Ctrl-C: none of the budgets explains the end)."""
     if budget.target_reached:
         return "target_accuracy"
     if planned > 0 and tally["done"] + tally["failed"] >= planned:
