@@ -2,8 +2,7 @@
 
 Another Ray already running on the machine, a trial time of zero, a run folder on a read-only file system,
 two searches filling one cold cache at the same time while one of them runs out of disk at the export. The
-faults inside the Tune experiment (a trial that raises, a SIGKILLed worker) are the search's own tests
-(tests/test_search_trials.py).
+faults inside the Tune experiment (a trial that raises, a SIGKILLed worker) are in test_reliability_trials.py.
 """
 
 from __future__ import annotations
