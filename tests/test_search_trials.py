@@ -6,10 +6,7 @@ as it does in production (OptunaSearch, ASHA/FIFO, reused actors, the real train
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -71,8 +68,12 @@ def _run(tmp_path, recipe, features, budget):
     return collect_trials(run_dir), time.time() - started
 
 
-def test_failing_trials_and_a_killed_worker_do_not_stop_the_search(tmp_path, local_ray):
-    """A trial that raises is recorded with its error; a SIGKILLed worker's trial is retried; the rest finish."""
+def test_failing_trials_are_recorded_with_their_error_and_the_search_goes_on(tmp_path, local_ray):
+    """A trial that raises is retried once, then recorded failed with its error; the other trials finish.
+
+    The SIGKILLed-worker case lives in test_reliability_trials.py, whose victim trial is long enough for the
+    killer to find it running every time.
+    """
     recipe = _recipe(
         tmp_path,
         "{backbones: [lite_a, lite_b], heads: softmax, optimizers: adam, epochs: 6, scheduler: fifo, "
@@ -80,25 +81,7 @@ def test_failing_trials_and_a_killed_worker_do_not_stop_the_search(tmp_path, loc
         "{trials: 3}",
     )
     features = _features(4000, backbones=("lite_a", "lite_b"), broken="lite_b")
-    killed: dict[str, int] = {}
-
-    def kill_first_running_worker() -> None:
-        """SIGKILL the worker of the first lite_a trial that has reported an epoch (its pid is in result.json)."""
-        deadline = time.time() + 120
-        while not killed and time.time() < deadline:
-            for results in (tmp_path / "run").glob("tune/search/lite_a-*/result.json"):
-                lines = results.read_text().splitlines()
-                if lines and not json.loads(lines[-1]).get("final"):
-                    report = json.loads(lines[-1])
-                    killed[report["trial_id"]] = report["pid"]
-                    os.kill(report["pid"], signal.SIGKILL)
-                    return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_first_running_worker, daemon=True)
-    killer.start()
     trials, _ = _run(tmp_path, recipe, features, SearchBudget(deadline=time.time() + 300, target_accuracy=None))
-    killer.join(timeout=5)
 
     assert len(trials) == 3
     failed = trials[trials["status"] == "failed"]
@@ -108,11 +91,6 @@ def test_failing_trials_and_a_killed_worker_do_not_stop_the_search(tmp_path, loc
     survivors = trials[trials["param_backbone"] == "lite_a"]
     assert len(survivors) > 0 and (survivors["status"] == "complete").all()
     assert survivors["val_accuracy"].min() > 0.9
-    assert killed, "no worker was killed: the test did not exercise the fault"
-    (victim,) = killed
-    row = trials[trials["trial_id"] == victim].iloc[0]
-    assert row["failures"] == 1 and row["status"] == "complete", "the killed trial is retried and finishes"
-    assert json.loads(row["epoch_val_accuracy"]).__len__() == 6, "the retry ran all its epochs again"
 
 
 def test_target_accuracy_stops_the_search_with_the_trial_that_reached_it(tmp_path, local_ray):
