@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter (oneDNN notices, absl pre-init lines) buries the progress line; warnings
+# and errors still show. Set before any command imports TensorFlow; a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer
 
