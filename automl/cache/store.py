@@ -229,7 +229,11 @@ class PartStore:
 
         self.sha1s(part)  # checked before trusting its bytes
         manifest = part.manifest
-        column = pq.read_table(part.path, columns=["blob"]).column("blob").combine_chunks()
+        # No Arrow thread pools: parts are read in parallel by our own threads, and Arrow's pool threads still
+        # alive at interpreter exit abort the process ("terminate called without an active exception",
+        # apache/arrow#34314: seen here in one of two concurrent `automl cache build`s).
+        table = pq.read_table(part.path, columns=["blob"], use_threads=False, pre_buffer=False)
+        column = table.column("blob").combine_chunks()
         if column.null_count or len(column) != manifest.rows:
             raise CacheError(f"{part.path}: blob column does not match its manifest", hint="run `automl cache verify`")
         offset = column.offset * manifest.row_bytes
@@ -373,7 +377,7 @@ def _check(part: Part) -> tuple[list[str], str | None]:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         blob_type = parquet.schema_arrow.field("blob").type
-        sha1s = parquet.read(columns=["sha1"]).column("sha1").to_pylist()
+        sha1s = parquet.read(columns=["sha1"], use_threads=False).column("sha1").to_pylist()
     except (pa.ArrowException, OSError, KeyError) as exc:
         return [], f"unreadable Parquet ({exc})"
     if len(sha1s) != manifest.rows or getattr(blob_type, "byte_width", -1) != manifest.row_bytes:
