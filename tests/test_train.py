@@ -52,6 +52,16 @@ def test_each_head_and_optimizer_learns_a_separable_problem(blobs: TrialData, ov
     assert result.history[result.best_epoch - 1]["val_accuracy"] == result.best_val_accuracy
 
 
+def test_the_best_epoch_is_the_most_accurate_then_the_lowest_loss(blobs: TrialData) -> None:
+    """Blobs reach full validation accuracy within a few epochs and the loss keeps falling: the kept
+    weights must be those of the lowest-loss epoch among the most accurate, not the first of them."""
+    result = train_trial({**baseline_config(), "epochs": 12, "learning_rate": 0.003}, blobs)
+    ranked = sorted(result.history, key=lambda epoch: (-epoch["val_accuracy"], epoch["val_loss"]))
+    tied = [epoch for epoch in result.history if epoch["val_accuracy"] == result.best_val_accuracy]
+    assert len(tied) > 1, "the problem must plateau for this test to mean anything"
+    assert result.best_epoch == ranked[0]["epoch"] != tied[0]["epoch"]
+
+
 def test_parameter_count_is_that_of_the_head(blobs: TrialData) -> None:
     features, classes = blobs.x_train.shape[1], blobs.num_classes
     linear = train_trial({"epochs": 1, "head": "svm"}, blobs)
