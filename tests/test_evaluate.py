@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from automl.cli.main import app
 from automl.errors import InputError
-from automl.metrics import classification_metrics
+from automl.metrics import classification_metrics, wilson_interval
 
 LABELS = ["cat", "dog", "owl"]
 # three cats (two right), two dogs (one taken for a cat), one owl (right); owl never confused
@@ -42,6 +42,20 @@ def test_metrics_match_a_hand_computed_case() -> None:
     assert m["confused_pairs"][0] == {"true": "cat", "predicted": "dog", "count": 1, "rate": pytest.approx(1 / 3)}
     assert m["internal"]["n"] == 5 and m["internal"]["top1"] == pytest.approx(3 / 5)
     assert m["external"] == {"classes": ["owl"], "n": 1, "top1": 1.0, "top5": 1.0, "mean_class_accuracy": 1.0}
+
+
+@pytest.mark.parametrize(("hits", "n"), [(104, 108), (108, 108), (0, 12), (4, 6), (1, 1)])
+def test_the_accuracy_interval_is_scipys_wilson_interval(hits: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    reference = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(hits, n) == (pytest.approx(reference.low, abs=1e-4), pytest.approx(reference.high, abs=1e-4))
+
+
+def test_metrics_carry_the_interval_of_their_accuracies() -> None:
+    m = classification_metrics(Y_TRUE, PROBS, LABELS, top_k=2)
+    assert m["top1_ci95"] == list(wilson_interval(4, 6)) and m["top5_ci95"] == list(wilson_interval(5, 6))
+    assert m["top1_ci95"][0] < m["top1"] < m["top1_ci95"][1]
 
 
 def test_metrics_refuse_mismatched_shapes_and_unknown_internal_classes() -> None:

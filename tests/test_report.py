@@ -89,6 +89,9 @@ def test_every_section_renders_in_chromium_without_console_errors(
     assert len(thumbnails) == min(MAX_THUMBNAILS, len(metrics["misclassified"]))
     class_rows = browser.find_elements(By.CSS_SELECTOR, "#classes > table tbody tr")
     assert [r.find_element(By.TAG_NAME, "td").text for r in class_rows] == metrics["labels"]
+    cards = {c.text.splitlines()[0]: c.text.splitlines()[-1] for c in browser.find_elements(By.CSS_SELECTOR, ".card")}
+    low, high = metrics["top1_ci95"]
+    assert cards["95 % interval"] == f"{100 * low:.1f}–{100 * high:.1f} %"
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
     assert errors == []

@@ -26,7 +26,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
     console = Console()
     console.print(
-        f"[bold]{result['n']} photos ({result['split']})[/]  top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  "
+        f"[bold]{result['n']} photos ({result['split']})[/]  top-1 {result['top1']:.2%} "
+        f"(95 % interval {result['top1_ci95'][0]:.1%}-{result['top1_ci95'][1]:.1%})  top-5 {result['top5']:.2%}  "
         f"macro F1 {result['macro']['f1']:.3f}"
     )
     for group in ("internal", "external"):

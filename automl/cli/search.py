@@ -52,7 +52,10 @@ def search(
         f"[bold green]done[/bold green] ({summary['stop_reason']}) in {summary['wall_seconds']:.0f} s: "
         f"{summary['trials']['done']} trials, {summary['trials']['failed']} failed"
     )
-    typer.echo(f"best: {best['trial']}  val {best['val_accuracy']:.4f}  test top-1 {_number(best['test_top1'])}")
+    interval = best.get("test_top1_ci95")
+    spread = f" (95 % interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    test = _number(best["test_top1"])
+    typer.echo(f"best: {best['trial']}  val {best['val_accuracy']:.4f}  test top-1 {test}{spread}")
     typer.echo(f"baseline (default configuration): val {summary['baseline']['val_accuracy']:.4f}")
     typer.echo(f"model: {summary['model']}")
     if summary["stop_reason"] == "interrupted":

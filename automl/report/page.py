@@ -117,6 +117,11 @@ def _percent(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
 
 
+def _interval(bounds: Sequence[float] | None) -> str:
+    """A test accuracy's 95 % interval: on a hundred test photos one photo moves top-1 by a point."""
+    return "–" if not bounds else f"{100 * bounds[0]:.1f}–{100 * bounds[1]:.1f} %"
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = (), best: int = -1) -> str:
     """An HTML table; `numeric` column indices are right-aligned; row `best` is highlighted."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
@@ -143,6 +148,7 @@ def summary_section(run: Run) -> str:
     best = summary.get("best", {})
     cards = [
         ("test top-1", _percent(metrics.get("top1"))),
+        ("95 % interval", _interval(metrics.get("top1_ci95"))),
         ("test top-5", _percent(metrics.get("top5"))),
         ("validation accuracy", _percent(best.get("val_accuracy", metrics.get("val_top1")))),
         ("test photos", metrics.get("n", "–")),

@@ -128,6 +128,7 @@ def run_search(
             "config": _config_of(best),
             METRIC: float(best[METRIC]),
             "test_top1": metrics.get("top1"),
+            "test_top1_ci95": metrics.get("top1_ci95"),
             "test_top5": metrics.get("top5"),
         },
         "baseline": {"config": baseline.config, METRIC: baseline.best_val_accuracy},
