@@ -8,13 +8,21 @@ ones, a `{low, high, log}` range.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from automl.errors import RecipeError
 
@@ -53,14 +61,16 @@ class _Section(BaseModel):
 class FloatRange(_Section):
     """A continuous search dimension: sampled in [low, high], on a log scale by default."""
 
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
     log: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low == 0 and not self.fixed:
+            raise ValueError("a log-scale range needs low > 0 (or set log: false)")
         return self
 
     @property
@@ -76,6 +86,7 @@ def _as_range(value: Any) -> Any:
 
 
 RangeDim = Annotated[FloatRange, BeforeValidator(_as_range)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class DataSection(_Section):
@@ -127,21 +138,35 @@ class SearchSection(_Section):
     learning_rate: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-4, high=1e-1))
     epsilon: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-8, high=1.0), description="Adam's epsilon.")
     momentum: RangeDim = Field(default_factory=lambda: FloatRange(low=0.9, high=0.9), description="SGD's.")
-    mlp_hidden: Annotated[list[int], BeforeValidator(_as_list)] = Field(
+    mlp_hidden: Annotated[list[PositiveInt], BeforeValidator(_as_list)] = Field(
         default_factory=lambda: [256, 512, 1024], description="Hidden width of the MLP head."
     )
-    dropout: Annotated[list[float], BeforeValidator(_as_list)] = Field(
+    dropout: Annotated[list[Fraction], BeforeValidator(_as_list)] = Field(
         default_factory=lambda: [0.0, 0.2, 0.5], description="Dropout before the head's output layer."
     )
     svm_c: RangeDim = Field(
         default_factory=lambda: FloatRange(low=1e-3, high=10.0),
         description="Inverse L2 strength of the linear SVM head (squared hinge loss).",
     )
-    batch_size: Annotated[list[int], BeforeValidator(_as_list)] = Field(default_factory=lambda: [32, 64])
+    batch_size: Annotated[list[PositiveInt], BeforeValidator(_as_list)] = Field(default_factory=lambda: [32, 64])
     epochs: int = Field(20, gt=0, description="Most epochs per trial; the scheduler may stop earlier.")
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random or grid.")
     scheduler: Scheduler = Field("asha", description="Tune scheduler stopping poor trials early.")
     seed: int = 0
+
+    @field_validator("learning_rate", "epsilon", "svm_c")
+    @classmethod
+    def _positive(cls, bounds: FloatRange) -> FloatRange:
+        if bounds.low <= 0:
+            raise ValueError(f"must be > 0, got low = {bounds.low:g}")
+        return bounds
+
+    @field_validator("momentum")
+    @classmethod
+    def _below_one(cls, bounds: FloatRange) -> FloatRange:
+        if bounds.high >= 1:
+            raise ValueError(f"SGD momentum must lie in [0, 1), got high = {bounds.high:g}")
+        return bounds
 
 
 class BudgetSection(_Section):
@@ -153,6 +178,13 @@ class BudgetSection(_Section):
         None, gt=0, le=1, description="Stop when a trial's validation accuracy reaches it."
     )
     trial_time: Duration = Field(120.0, description="Most wall time for one trial.")
+
+    @field_validator("time", "trial_time")
+    @classmethod
+    def _positive_duration(cls, seconds: float | None) -> float | None:
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"must be positive (e.g. 90s, 10m, 1h30m), got {seconds:g} s")
+        return seconds
 
 
 class ResourcesSection(_Section):
@@ -172,13 +204,27 @@ class OutputSection(_Section):
 class Recipe(_Section):
     """A whole recipe. `name` defaults to the file's stem."""
 
-    name: str | None = None
+    name: str | None = Field(None, description="Names the run folders (default: the file's stem).")
     data: DataSection
     search: SearchSection = Field(default_factory=SearchSection)
     budget: BudgetSection = Field(default_factory=BudgetSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     output: OutputSection = Field(default_factory=OutputSection)
-    cache: str | None = Field(None, description="Bottleneck cache folder or fsspec URL (null: $AUTOML_CACHE).")
+    cache: str | None = Field(None, description="Bottleneck cache folder (null: $AUTOML_CACHE, else ~/.cache/automl).")
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"{value!r} must be a plain folder name: letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("cache")
+    @classmethod
+    def _a_folder(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ValueError("URLs are not supported yet; give a local or shared (NFS, SMB) folder path")
+        return value
 
 
 def json_schema() -> dict[str, Any]:
@@ -200,8 +246,12 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            raw = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -211,7 +261,10 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_describe(exc, root, source)) from None
+        raise RecipeError(
+            _describe(exc, root, source),
+            hint="recipes/animals10.yaml documents every key; `automl recipe schema` prints the JSON Schema",
+        ) from None
     return recipe if recipe.name else recipe.model_copy(update={"name": Path(source).stem})
 
 
@@ -277,4 +330,4 @@ def _allowed_keys(loc: list[Any]) -> list[str]:
 
 def dump_recipe(recipe: Recipe) -> str:
     """The fully resolved recipe (defaults filled in) as YAML, saved next to each run."""
-    return yaml.safe_dump(json.loads(recipe.model_dump_json()), sort_keys=False)
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -64,6 +64,35 @@ def test_invalid_recipe_names_file_line_key_and_allowed_values(tmp_path: Path) -
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ("search: {momentum: 1.5}", "search.momentum", "[0, 1)"),
+        ("search: {dropout: [0.2, 1.5]}", "search.dropout[1]", "less than 1"),
+        ("search: {batch_size: 0}", "search.batch_size[0]", "greater than 0"),
+        ("search: {mlp_hidden: -1}", "search.mlp_hidden[0]", "greater than 0"),
+        ("search: {learning_rate: 0}", "search.learning_rate", "must be > 0"),
+        ("search: {epsilon: {low: 0, high: 1}}", "search.epsilon", "log-scale range needs low > 0"),
+        ("budget: {time: 0s}", "budget.time", "must be positive"),
+        ("budget: {trial_time: -1}", "budget.trial_time", "must be positive"),
+        ("name: ../../elsewhere", "name", "plain folder name"),
+        ("cache: s3://bucket/bottlenecks", "cache", "URLs are not supported"),
+    ],
+)
+def test_values_training_would_refuse_are_refused_by_the_recipe(line: str, key: str, message: str) -> None:
+    """Caught at `recipe check`, naming the key, rather than after feature extraction in every trial."""
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(f"data: {{folder: x}}\n{line}\n", source="r.yaml")
+    assert f"r.yaml:2: {key}: " in str(caught.value) and message in str(caught.value)
+    assert caught.value.hint
+
+
+def test_plain_sgd_and_linear_ranges_from_zero_are_allowed() -> None:
+    recipe = parse_recipe("data: {folder: x}\nsearch:\n  momentum: {low: 0, high: 0.9, log: false}\n")
+    assert (recipe.search.momentum.low, recipe.search.momentum.high) == (0, 0.9)
+    assert parse_recipe("data: {folder: x}\nsearch: {momentum: 0}\n").search.momentum.fixed
+
+
 def test_yaml_syntax_error_and_missing_data_section(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"x.yaml:\d+: not valid YAML"):
         parse_recipe("data:\n  folder: [unclosed\n", source="x.yaml")

@@ -152,8 +152,6 @@ def _check_budget(recipe: Recipe, reserve: float) -> None:
             f"testing the best model and a trial needs at least {MIN_TRIAL_S:.0f} s",
             hint=f"set budget.time to at least {math.ceil(reserve + MIN_TRIAL_S + 30)}s",
         )
-    if budget.trial_time is not None and budget.trial_time <= 0:
-        raise RecipeError("budget.trial_time: must be positive", hint="e.g. trial_time: 2m")
 
 
 def _new_layout(recipe: Recipe) -> RunLayout:
