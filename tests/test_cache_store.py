@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from automl.cache.store import CacheKey, PartStore, select_for_pruning
+from automl.cache.store import CacheKey, PartStore, PartWriter, select_for_pruning
 from automl.cli.main import app
 from automl.errors import CacheError
 
@@ -165,3 +165,29 @@ def test_an_unwritable_root_is_a_cache_error_naming_the_folder(tmp_path: Path) -
     assert str(root) in str(caught.value) and "AUTOML_CACHE" in str(caught.value)
     with pytest.raises(CacheError, match="not-a-folder"), store.writer_lock(KEY):
         pass
+
+
+def test_a_failed_part_write_is_raised_at_the_next_flush_not_at_close(tmp_path: Path) -> None:
+    """A full disk must stop the extraction at the next part, not after every image has been computed."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")  # every write_part fails with an OSError
+    writer = PartWriter(PartStore(blocked), part_rows=2)
+    writer.add(KEY, _sha1s(2), np.zeros((2, 4), dtype=np.float32))  # first part: its write fails in the background
+    with pytest.raises(CacheError, match="cannot write to the bottleneck cache"):
+        writer.add(KEY, _sha1s(2, start=2), np.zeros((2, 4), dtype=np.float32))
+    writer.add(KEY, _sha1s(1, start=4), np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(CacheError, match="blocked"):
+        writer.close()  # the row buffered after the failure is not silently dropped either
+
+
+def test_the_writer_commits_every_row_with_one_write_in_flight(tmp_path: Path) -> None:
+    store = PartStore(tmp_path)
+    writer = PartWriter(store, part_rows=3)
+    values = np.arange(10 * 4, dtype=np.float32).reshape(10, 4)
+    for row in range(10):
+        writer.add(KEY, _sha1s(1, start=row), values[row : row + 1])
+    writer.close()
+    parts = store.parts(KEY)
+    assert sorted(p.manifest.rows for p in parts) == [1, 3, 3, 3]
+    assert writer.bytes_written == sum(p.manifest.bytes for p in parts)
+    assert sorted(sha1 for p in parts for sha1 in store.sha1s(p)) == _sha1s(10)

@@ -389,7 +389,9 @@ class PartWriter:
     """Buffers activations per key and commits a part whenever one holds enough, in a background thread.
 
     Parts are bounded (`part_bytes` held in memory, `part_rows`) so that a killed extraction keeps what it
-    flushed, and a damaged part costs only its own images to recompute. Writing overlaps the next forward pass.
+    flushed, and a damaged part costs only its own images to recompute. Writing overlaps the next forward pass,
+    but at most one write is in flight: the next flush waits for it and raises its error (a full disk stops the
+    extraction at the next part, not after it), and memory holds one part being written besides the buffers.
     """
 
     def __init__(self, store: PartStore, *, part_bytes: int = 64 << 20, part_rows: int = 4096) -> None:
@@ -399,9 +401,10 @@ class PartWriter:
         self.bytes_written = 0
         self._buffers: dict[CacheKey, tuple[list[str], list[np.ndarray]]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="automl-cache-writer")
-        self._pending: list[Future[None]] = []
+        self._in_flight: Future[None] | None = None
 
     def add(self, key: CacheKey, sha1s: Sequence[str], values: np.ndarray) -> None:
+        """Buffer rows of `key`; commits a part when the buffer is full. Raises the previous write's error."""
         buffered_sha1s, blocks = self._buffers.setdefault(key, ([], []))
         buffered_sha1s.extend(sha1s)
         blocks.append(values)
@@ -409,19 +412,30 @@ class PartWriter:
             self._flush(key)
 
     def close(self) -> None:
-        """Commit everything buffered and wait; re-raises the first write error."""
+        """Commit everything buffered and wait; raises a write error not raised yet."""
         try:
             for key in list(self._buffers):
                 self._flush(key)
-            for future in self._pending:
-                future.result()
+            self._wait()
         finally:
             self._pool.shutdown(wait=True)
 
     def _flush(self, key: CacheKey) -> None:
+        self._wait()
         sha1s, blocks = self._buffers.pop(key, ([], []))
         if sha1s:
-            self._pending.append(self._pool.submit(self._write, key, sha1s, np.concatenate(blocks)))
+            self._in_flight = self._pool.submit(self._write, key, sha1s, np.concatenate(blocks))
+
+    def _wait(self) -> None:
+        """Wait for the write in flight; on its error drop every buffer (the store cannot take them) and raise."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        try:
+            in_flight.result()
+        except Exception:
+            self._buffers.clear()
+            raise
 
     def _write(self, key: CacheKey, sha1s: list[str], values: np.ndarray) -> None:
         self.bytes_written += self.store.write_part(key, sha1s, values).manifest.bytes
