@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from image_cases import (
@@ -35,6 +37,18 @@ from automl.data.images import MAX_PIXELS, ImageError, decode_image, probe_image
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
     return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg_decoded_at_reduced_scale() -> None:
+    """Phone photos with a gain map or depth picture are MPO files: one JPEG photo plus extra pictures.
+    They must not count as animations, and must get the JPEG's DCT-scaled decode (pixel for pixel what
+    the same photo as a plain JPEG gives; a full-size decode then resize differs)."""
+    photo = noise(7, (1600, 1200))
+    mpo = encode(photo, "MPO", save_all=True, append_images=[photo.resize((400, 300))], quality=90)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert probe_image(mpo) == verify_image(mpo) == probe_image(encode(photo, "JPEG", quality=90))
+    resize = Resize(224, 0.875, "bicubic")
+    assert np.array_equal(decode_image(mpo, resize), decode_image(encode(photo, "JPEG", quality=90), resize))
 
 
 def test_format_is_read_from_content_not_extension() -> None:

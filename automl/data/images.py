@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 if TYPE_CHECKING:  # automl.backbones imports Keras: keep this module (and `automl data`) light
     from automl.backbones.base import Resize
@@ -72,7 +72,7 @@ def verify_image(data: bytes) -> ImageInfo:
     """The header's facts, after a full decode proves the data is whole (a JPEG at 1/8 scale: cheap)."""
     with _open(data) as image:
         info = _info(image)
-        if image.format == "JPEG":
+        if _is_jpeg(image):
             image.draft(None, (1, 1))
         _decoded(image)
         return info
@@ -85,7 +85,7 @@ def decode_image(data: bytes, resize: Resize | None = None) -> np.ndarray:
     """
     with _open(data) as image:
         _info(image)  # refuses what `verify_image` refuses (a damaged animation), so scan and decode agree
-        if resize is not None and image.format == "JPEG":
+        if resize is not None and _is_jpeg(image):
             image.draft(image.mode if image.mode in ("RGB", "L") else None, _draft_size(image.size, resize))
         rgb = _decoded(image)
         if resize is not None:
@@ -130,8 +130,16 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
+def _is_jpeg(image: Image.Image) -> bool:
+    """A JPEG, including a multi-picture one (MPO: phone and camera photos carrying a gain map or depth
+    picture after the photo), which Pillow opens as its own format but decodes, and DCT-scales, as a JPEG."""
+    return isinstance(image, JpegImagePlugin.JpegImageFile)
+
+
 def _info(image: Image.Image) -> ImageInfo:
     width, height = image.size
+    if _is_jpeg(image):  # an MPO's extra pictures are not frames of an animation: the photo is the first
+        return ImageInfo("JPEG", image.mode, width, height)
     try:
         frames = int(getattr(image, "n_frames", 1))  # walks an animation's frame headers
     except Exception as exc:
