@@ -69,6 +69,9 @@ def test_odd_folder_report_names_every_unusable_file(tmp_path: Path) -> None:
     assert report["animated"] == ["cat/animated.gif"]
     assert any(group["crosses_classes"] and group["classes"] == ["cat", "dog"] for group in report["duplicates"])
     assert any("'empty' is empty" in warning for warning in report["warnings"])
+    found = [p.relative_to(odd.root).parts for p in odd.root.rglob("*") if p.is_file()]
+    visible = [parts for parts in found if len(parts) <= 2 and not parts[0].startswith(".")]  # not in sub-folders
+    assert report["totals"]["files"] == len(visible), "each file counts once, also one both read and skipped"
 
 
 def test_fast_mode_reads_headers_only(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ def check_report(dataset: Dataset) -> dict[str, Any]:
         {"name": name, "files": files_per_class[name], "images": sum(counts.values()), **counts}
         for name, counts in dataset.split_counts().items()
     ]
-    skipped_files = [s for s in dataset.skipped if not s.path.is_dir()]
+    # a file can be both readable and skipped (a copy of an image filed under two classes): count it once
+    found = {f.path for f in dataset.files} | {s.path for s in dataset.skipped if not s.path.is_dir()}
     widths = [f.info.width for f in dataset.files]
     heights = [f.info.height for f in dataset.files]
     return {
@@ -48,7 +49,7 @@ def check_report(dataset: Dataset) -> dict[str, Any]:
         "usable": dataset.problem is None,
         "problem": str(dataset.problem) if dataset.problem else None,
         "totals": {
-            "files": len(dataset.files) + len(skipped_files),
+            "files": len(found),
             "readable": len(dataset.files),
             "images": len(dataset.records),
             "skipped": len(dataset.skipped),
