@@ -156,8 +156,10 @@ def build(
                 f"{len(stats.failed)} failed, {stats.bytes / 1e6:.1f} MB written in {stats.seconds:.1f} s "
                 f"({rate:.1f} images/s)"
             )
-            for item in [*results[-1]["failed"], *({"file": r, "reason": "damaged part"} for r in stats.repaired)]:
+            for item in results[-1]["failed"]:
                 typer.secho(f"  skipped {item['file']}: {item['reason']}", fg=typer.colors.YELLOW)
+            for repaired in stats.repaired:
+                typer.secho(f"  repaired {repaired} (its images were recomputed)", fg=typer.colors.YELLOW)
     if as_json:
         _echo_json({"root": cache.root, "recipe": recipe.name, "backbones": results})
 

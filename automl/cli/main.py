@@ -41,13 +41,7 @@ COMMAND_MODULES = (
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"automl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"automl.cli.{name}":
-                continue  # command group not written yet
-            raise
-        module.register(app)
+        importlib.import_module(f"automl.cli.{name}").register(app)
 
 
 _register_all()

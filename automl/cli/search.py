@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ def search(
     best model's test metrics at the end. Exit code 0 when a model was exported, 2 for a bad recipe or
     dataset, 1 for anything else.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: its C++ logs drown the progress
     from rich.console import Console
 
     from automl.recipe import load_recipe
