@@ -6,7 +6,7 @@ RECIPE ?= recipes/animals10.yaml
 PLUGINS := plugins/automl-efficientnet-lite
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup data demo test test-fast test-soak lint bench clean
+.PHONY: help setup data demo browser test test-fast test-soak lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,14 +26,15 @@ data:  ## link data/ to ../shared/datasets when it exists (the default $AUTOML_D
 demo: setup  ## set up and run the quick-start search on animals10
 	$(BIN)/automl search $(RECIPE)
 
-browser:  ## headless Chromium for the report test (Debian packages)
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+browser:  ## headless Chromium and its driver for the report test (Debian packages)
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: setup browser  ## set up and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not soak"
 
-test-fast: setup  ## the suite without the slow tests
+test-fast: setup  ## the suite without the slow tests (those using a search-built run are slow: tests/conftest.py)
 	$(BIN)/python -m pytest -q -m "not slow and not soak"
 
 test-soak: setup  ## long reliability runs (RELIABILITY.md names them)

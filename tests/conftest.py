@@ -11,6 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("AUTOML_TEST_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
+# Session fixtures that run a whole search (minutes): every test that uses them, directly or through
+# another fixture, is slow, so `make test-fast` (-m "not slow") skips it without each test saying so.
+SEARCH_FIXTURES = frozenset({"built_run", "exported_run"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SEARCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _dataset(name: str) -> Path:
     path = DATASETS / name
     if not path.is_dir():
