@@ -1,4 +1,4 @@
-"""Shared fixtures: the real photo sets beside the checkout, and isolated cache/data folders per test."""
+"""Shared fixtures: the real photo sets beside the checkout and a run folder built by a real search."""
 
 from __future__ import annotations
 
@@ -37,14 +37,6 @@ def animals10() -> Path:
 @pytest.fixture(scope="session")
 def natural_images() -> Path:
     return _dataset("natural_images")
-
-
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh bottleneck cache folder for one test (converted backbone weights stay shared)."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("AUTOML_CACHE", str(path))
-    return path
 
 
 @pytest.fixture(scope="session")
