@@ -61,7 +61,7 @@ class _OrderedDict(dict):
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, shape: tuple, stride: tuple, *_: Any) -> _TensorRef:
-    return _TensorRef(storage, int(offset), tuple(shape), tuple(stride))
+    return _TensorRef(storage, int(offset), tuple(int(d) for d in shape), tuple(int(s) for s in stride))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -102,23 +102,50 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             _unpickle(handle)  # system info: endianness and type sizes, little-endian on every platform we run
             tree = _unpickle(handle)
             keys = _unpickle(handle)
-        except (pickle.UnpicklingError, EOFError) as exc:
+        except TorchFileError:
+            raise
+        except (pickle.UnpicklingError, EOFError, struct.error, TypeError, ValueError) as exc:
+            # TypeError, ValueError: a tensor or storage built from arguments of the wrong kind
             raise TorchFileError(f"{path}: not a legacy PyTorch file ({exc})") from exc
         if not isinstance(tree, dict):
             raise TorchFileError(f"{path}: holds a {type(tree).__name__}, not a state dict")
         storages = {ref.storage.key: ref.storage for ref in tree.values() if isinstance(ref, _TensorRef)}
         data: dict[str, np.ndarray] = {}
         for key in keys:
-            storage = storages[key]
-            (count,) = struct.unpack("<q", handle.read(8))
-            raw = handle.read(count * np.dtype(storage.dtype).itemsize)
-            if count != storage.size or len(raw) != count * np.dtype(storage.dtype).itemsize:
-                raise TorchFileError(f"{path}: storage {key} is truncated or inconsistent")
+            storage = storages.get(key)
+            if storage is None:
+                raise TorchFileError(f"{path}: storage {key} is listed but no tensor uses it")
+            (count,) = struct.unpack("<q", _read_exactly(handle, 8, path, key))
+            if count != storage.size:
+                raise TorchFileError(f"{path}: storage {key} holds {count} elements, its tensors say {storage.size}")
+            raw = _read_exactly(handle, count * np.dtype(storage.dtype).itemsize, path, key)
             data[key] = np.frombuffer(raw, dtype=storage.dtype)
-    return {name: _materialise(ref, data[ref.storage.key]) for name, ref in tree.items() if isinstance(ref, _TensorRef)}
+    return {
+        name: _materialise(ref, data[ref.storage.key], path, name)
+        for name, ref in tree.items()
+        if isinstance(ref, _TensorRef)
+    }
 
 
-def _materialise(ref: _TensorRef, flat: np.ndarray) -> np.ndarray:
+def _read_exactly(handle: IO[bytes], size: int, path: str | Path, key: str) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise TorchFileError(f"{path}: storage {key} is truncated ({len(data)} of {size} bytes)")
+    return data
+
+
+def _materialise(ref: _TensorRef, flat: np.ndarray, path: str | Path, name: str) -> np.ndarray:
+    """The tensor's (offset, shape, stride) view of its storage, copied; refused when it reaches outside it."""
+    if len(ref.shape) != len(ref.stride) or min((ref.offset, *ref.shape, *ref.stride)) < 0:
+        raise TorchFileError(
+            f"{path}: tensor {name} has an invalid offset {ref.offset}, shape {ref.shape} or stride {ref.stride}"
+        )
+    last = ref.offset + sum((d - 1) * s for d, s in zip(ref.shape, ref.stride, strict=True))
+    if 0 not in ref.shape and last >= flat.size:
+        raise TorchFileError(
+            f"{path}: tensor {name} (offset {ref.offset}, shape {ref.shape}, stride {ref.stride}) "
+            f"reaches past its storage of {flat.size} elements"
+        )
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         flat[ref.offset :], shape=ref.shape, strides=tuple(s * itemsize for s in ref.stride), writeable=False
