@@ -130,3 +130,24 @@ def test_ray_executor_shards_over_two_nodes(tmp_path: Path, backbone, records) -
     assert (stats.computed, stats.failed) == (16, [])
     assert len(writers) == 2  # one part per node
     assert cache.load(backbone, WEIGHTS, "all", [r.sha1 for r in records[:16]]).shape == (16, backbone.feature_size)
+
+
+def test_the_none_cut_stores_the_decoded_pixels_as_uint8_without_a_forward_pass(
+    tmp_path: Path, backbone, records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("a `none`-only extraction must not build or run the model")
+
+    monkeypatch.setattr("automl.cache.extract.built_model", no_model)
+    monkeypatch.setattr("automl.cache.extract.frozen_forward", no_model)
+    cache = BottleneckCache(tmp_path)
+    sample = records[:5]
+    stats = cache.ensure(backbone, WEIGHTS, ["none"], sample, progress=False)
+    assert (stats.computed, stats.computed_by_cut) == (5, {"none": 5})
+
+    parts = _parts(cache, backbone, "none")
+    assert {p.manifest.dtype for p in parts} == {"|u1"}
+    expected = np.stack([decode_image(r.path.read_bytes(), backbone.resize) for r in sample])
+    loaded = cache.load(backbone, WEIGHTS, "none", [r.sha1 for r in sample])
+    assert loaded.shape == expected.shape == (5, *backbone.cut_points()["none"].output_shape)
+    np.testing.assert_array_equal(loaded, expected.astype(np.float32))

@@ -163,14 +163,13 @@ def extract(
     total = sum(len(records) for records in groups.values())
     if not total:
         return stats
-    model = built_model(backbone, weights)
     weights_id = backbone.weights_id(weights)
     writer = PartWriter(store)
     with _progress_bar(progress, total, backbone.name) as advance:
         try:
             for cuts, records in groups.items():
                 keys = {cut: CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id) for cut in cuts}
-                forward = frozen_forward(backbone, model, cuts)
+                forward = _activations(backbone, weights, cuts)
                 for batch in decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance):
                     for cut, values in forward(batch.pixels).items():
                         writer.add(keys[cut], batch.sha1s, values)
@@ -180,6 +179,19 @@ def extract(
             writer.close()
     stats.bytes = writer.bytes_written
     return stats
+
+
+def _activations(backbone: Backbone, weights: str, cuts: Sequence[str]) -> Callable[[np.ndarray], dict]:
+    """uint8 pixels → {cut: activations}. `none` is the decoded pixels themselves, stored as they are (uint8),
+    so they skip TensorFlow: a float32 round trip would hold 4x the memory for the same values."""
+    computed = [cut for cut in cuts if cut != "none"]
+    forward = frozen_forward(backbone, built_model(backbone, weights), computed) if computed else None
+
+    def activations(pixels: np.ndarray) -> dict:
+        values = forward(pixels) if forward is not None else {}
+        return {cut: pixels if cut == "none" else values[cut] for cut in cuts}
+
+    return activations
 
 
 @contextlib.contextmanager
