@@ -151,3 +151,25 @@ def test_the_none_cut_stores_the_decoded_pixels_as_uint8_without_a_forward_pass(
     loaded = cache.load(backbone, WEIGHTS, "none", [r.sha1 for r in sample])
     assert loaded.shape == expected.shape == (5, *backbone.cut_points()["none"].output_shape)
     np.testing.assert_array_equal(loaded, expected.astype(np.float32))
+
+
+def test_load_splits_reads_each_part_once_for_every_split(tmp_path: Path, backbone, records, monkeypatch) -> None:
+    cache = BottleneckCache(tmp_path)
+    cache.ensure(backbone, WEIGHTS, ["all"], records[:6], progress=False)
+    cache.ensure(backbone, WEIGHTS, ["all"], records[:10], progress=False)
+    assert len(_parts(cache, backbone, "all")) == 2
+    splits = {"train": [r.sha1 for r in records[8:2:-1]], "val": [r.sha1 for r in records[:3]], "test": []}
+    separately = {name: cache.load(backbone, WEIGHTS, "all", sha1s) for name, sha1s in splits.items()}
+
+    reads: list[Path] = []
+    read_rows = cache.store.read_rows
+    monkeypatch.setattr(cache.store, "read_rows", lambda part, *args: (reads.append(part.path), read_rows(part, *args)))
+    together = cache.load_splits(backbone, WEIGHTS, "all", splits)
+
+    assert sorted(reads) == sorted(p.path for p in _parts(cache, backbone, "all"))  # both parts, once each
+    assert list(together) == ["train", "val", "test"]
+    for name, features in separately.items():
+        np.testing.assert_array_equal(together[name], features)
+    assert together["test"].shape == (0, backbone.feature_size)
+    with pytest.raises(CacheError, match="1 of 10 images have no 'all' features"):
+        cache.load_splits(backbone, WEIGHTS, "all", {"train": splits["train"], "val": [*splits["val"], "d" * 40]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 class BottleneckCache:
     """Activations of a backbone's frozen part per (backbone + weights, cut, preprocessing, image SHA-1).
 
-    `ensure` computes what is missing (and repairs damaged parts); `load` reads features back as float32.
+    `ensure` computes what is missing (and repairs damaged parts); `load` and `load_splits` read features back as
+    float32.
     Several processes and nodes may share one root: writes are atomic and extraction is serialised per
     backbone + weights by a file lock, so concurrent builds neither corrupt nor duplicate anything.
     """
@@ -84,8 +85,16 @@ class BottleneckCache:
 
     def load(self, backbone: Backbone, weights: str, cut: str, sha1s: Sequence[str]) -> np.ndarray:
         """float32 (N, *shape) features of `sha1s`, in that order; CacheError naming what is missing."""
+        return self.load_splits(backbone, weights, cut, {"": sha1s})[""]
+
+    def load_splits(
+        self, backbone: Backbone, weights: str, cut: str, splits: Mapping[str, Sequence[str]]
+    ) -> dict[str, np.ndarray]:
+        """float32 features of each named list of sha1s (a dataset's splits), in order, indexed and read in one
+        pass: the parts are listed and checked once and each part is read once for all the lists."""
         key = self.key(backbone, weights, cut)
         index = self._index(key)
+        sha1s = [sha1 for wanted in splits.values() for sha1 in wanted]
         missing = [sha1 for sha1 in sha1s if sha1 not in index.where]
         if missing:
             raise CacheError(
@@ -94,7 +103,8 @@ class BottleneckCache:
                 hint="call BottleneckCache.ensure first (the search does), or run `automl cache build RECIPE`",
             )
         if not sha1s:
-            return np.empty((0, *backbone.cut_points()[cut].output_shape), dtype=np.float32)
+            shape = backbone.cut_points()[cut].output_shape
+            return {name: np.empty((0, *shape), dtype=np.float32) for name in splits}
         shapes = {part.manifest.shape for part in index.parts}
         if len(shapes) > 1:
             raise CacheError(
@@ -112,7 +122,8 @@ class BottleneckCache:
             ]
             for read in reads:
                 read.result()  # parts fill disjoint rows of `out`; Arrow and NumPy release the GIL
-        return out
+        ends = np.cumsum([len(wanted) for wanted in splits.values()])
+        return dict(zip(splits, np.split(out, ends[:-1]), strict=True))
 
     def _check_shared(self, keys: dict[str, CacheKey], groups: CutGroups, stats: ExtractStats) -> None:
         """After a cluster extraction, every part the nodes wrote must be visible here: else the root is not shared."""

@@ -120,11 +120,11 @@ def prepare_features(
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for name, cuts in cuts_by_backbone.items():
         for cut in cuts:
+            features = cache.load_splits(
+                backbones[name], weights, cut, {split: [r.sha1 for r in records[split]] for split in TRIAL_SPLITS}
+            )
             arrays[FeatureSet.key(name, cut)] = {
-                **{
-                    f"x_{split}": cache.load(backbones[name], weights, cut, [r.sha1 for r in records[split]])
-                    for split in TRIAL_SPLITS
-                },
+                **{f"x_{split}": features[split] for split in TRIAL_SPLITS},
                 **{f"y_{split}": np.array([r.label for r in records[split]], dtype=np.int32) for split in TRIAL_SPLITS},
             }
     report.seconds = time.perf_counter() - started
