@@ -49,6 +49,8 @@ HALF_STAGE = 4
 @dataclass(frozen=True)
 class Block:
     index: int
+    stage: int
+    """Position in `BASE_STAGES`."""
     kernel: int
     stride: int
     expand: int
@@ -76,15 +78,16 @@ class LiteConfig:
             filters_out = _round_filters(stage.filters, self.width)
             for repeat in range(repeats):
                 stride = stage.stride if repeat == 0 else 1
-                blocks.append(Block(len(blocks), stage.kernel, stride, stage.expand, filters_in, filters_out))
+                blocks.append(Block(len(blocks), number, stage.kernel, stride, stage.expand, filters_in, filters_out))
                 filters_in = filters_out
         return blocks
 
     def first_block_of_stage(self, stage: int) -> int:
-        return sum(
-            s.repeats if n in (0, len(BASE_STAGES) - 1) else math.ceil(self.depth * s.repeats)
-            for n, s in enumerate(BASE_STAGES[:stage])
-        )
+        """Index of the stage's first block; ValueError for a stage that does not exist."""
+        first = next((block.index for block in self.blocks() if block.stage == stage), None)
+        if first is None:
+            raise ValueError(f"{self.name} has stages 0-{len(BASE_STAGES) - 1}, not {stage}")
+        return first
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
