@@ -11,7 +11,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-ALL = ("decode", "extraction", "cache_read", "cache_precision", "train_trial", "search_throughput", "serve_load")
+ALL = (
+    "decode",
+    "extraction",
+    "cache_read",
+    "cache_precision",
+    "train_trial",
+    "search_throughput",
+    "phases",
+    "serve_load",
+)
 
 
 def main(names: list[str]) -> int:

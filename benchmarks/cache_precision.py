@@ -23,7 +23,6 @@ from automl.cache.extract import decode_file, frozen_forward
 from automl.data.dataset import scan_dataset
 from automl.machine import describe
 from benchmarks import results as results_md
-from benchmarks.extraction import publish
 
 
 def as_cached(values: np.ndarray) -> np.ndarray:
@@ -78,7 +77,7 @@ def main() -> None:
         "top_float16_through_rest_accuracy": float(np.mean(predict(reference, through_rest) == truth)),
         "top_float16_pooled_max_abs_diff": float(np.max(np.abs(through_rest - features))),
     }
-    publish("cache_precision", "float16 bottleneck storage (automl.cache)", results, summary)
+    results_md.publish("cache_precision", "float16 bottleneck storage (automl.cache)", results, summary(results))
 
 
 def summary(r: dict) -> str:

@@ -23,7 +23,6 @@ from automl.cache import BottleneckCache
 from automl.cache.store import PartWriter
 from automl.machine import describe
 from benchmarks import results as results_md
-from benchmarks.extraction import publish
 
 SHAPES = {"all": (1280,), "top": (7, 7, 192), "half": (14, 14, 80)}
 
@@ -80,7 +79,7 @@ def main() -> None:
                 "later_load_mb_per_cpu_s": stored / trusted_cpu / 1e6,
                 "later_load_images_per_s": len(sha1s) / trusted[0],
             }
-    publish("cache_read", "Bottleneck cache reads (automl.cache)", results, summary)
+    results_md.publish("cache_read", "Bottleneck cache reads (automl.cache)", results, summary(results))
 
 
 def summary(results: dict) -> str:

@@ -5,14 +5,13 @@
 Measures, on one core: decoding the dataset's own photos to 224 px; decoding large (2400x1800) JPEGs to
 224 px with DCT scaling (`draft`, what decode_image does) against a full-size decode then resize; and
 `scan_dataset` cold (every file read and decode-checked) against warm (stat-only, from the scan index).
-Prints a table and writes benchmarks/out/decode.json.
+Prints a table, writes benchmarks/out/decode.json and replaces the `decode` section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ from PIL import Image
 
 from automl.backbones.base import Resize
 from automl.data.images import decode_image
+from benchmarks.results import publish, table
 
 RESIZE = Resize(size=224, crop_fraction=0.875, resample="bicubic")
 
@@ -92,11 +92,11 @@ def main() -> None:
     scan = scan_seconds(args.dataset)
     results |= {"scan_cold_s": scan["cold"], "scan_warm_s": scan["warm"], "dataset": str(args.dataset)}
 
-    for key, value in results.items():
-        print(f"{key:48} {value:10.2f}" if isinstance(value, float) else f"{key:48} {value}")
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "decode.json").write_text(json.dumps(results, indent=2))
+    rows = [
+        {"measure": key, "value": f"{value:.2f}" if isinstance(value, float) else value}
+        for key, value in results.items()
+    ]
+    publish("decode", "Decode and scan throughput (automl.data)", results, table(rows))
 
 
 if __name__ == "__main__":

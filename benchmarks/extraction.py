@@ -15,12 +15,9 @@ Prints a table and writes benchmarks/out/extraction.json. Needs the backbone's w
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,7 +30,6 @@ from automl.data.dataset import ImageRecord, scan_dataset
 from automl.machine import describe
 from benchmarks import results as results_md
 
-OUT = Path(__file__).parent / "out"
 TWO_MEGAPIXELS = 2_000_000
 
 
@@ -147,15 +143,7 @@ def main() -> None:
         "ratio_ours_vs_plain_keras": ours["images_per_s"] / keras_way["images_per_s"],
     }
 
-    publish("extraction", "Bottleneck extraction (automl.cache)", results, summary)
-
-
-def publish(name: str, title: str, results: dict, summary: Callable[[dict], str]) -> None:
-    """Raw numbers to benchmarks/out/<name>.json, the summary to RESULTS.md section `name` and stdout."""
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
-    results_md.record(name, title, summary(results), " ".join([f"python -m benchmarks.{name}", *sys.argv[1:]]))
-    print(summary(results))
+    results_md.publish("extraction", "Bottleneck extraction (automl.cache)", results, summary(results))
 
 
 def summary(results: dict) -> str:

@@ -5,22 +5,22 @@
 Runs `run_bench` (decode, bottleneck, epoch per head, exported-model latency and throughput; the model is
 --model or the recipe's newest run) and `run_curve` (shots 1, 3, 10, 30 and all on the cached vectors;
 the cache is filled first, so the curve's own time is the warm-cache time). Prints both, writes
-benchmarks/out/phases.json and replaces the `phases` section of benchmarks/RESULTS.md.
+benchmarks/out/phases.json and replaces the `phases` section of benchmarks/RESULTS.md. Exits 1 when the
+curve misses its time limit.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
 from automl.bench import run_bench
 from automl.curve import cached_vectors, run_curve
 from automl.recipe import load_recipe
-from benchmarks.results import record, table
+from benchmarks.results import OUT, publish, table, verdicts
 
-OUT = Path(__file__).with_name("out")
 SHOTS = [1, 3, 10, 30, "all"]
 CURVE_LIMIT_S = 120.0
 
@@ -38,8 +38,6 @@ def main() -> None:
     clock = time.perf_counter()
     curve = run_curve(recipe, SHOTS, args.repeats, OUT / "phases-curve.png")
     curve_seconds = time.perf_counter() - clock
-    OUT.mkdir(exist_ok=True)
-    (OUT / "phases.json").write_text(json.dumps({"bench": bench, "curve": curve}, indent=2))
 
     rows = [
         {"phase": "decode + resize", "per unit": f"{bench['decode']['ms_per_image']:.2f} ms/photo"},
@@ -78,14 +76,15 @@ def main() -> None:
         }
         for p in curve["points"]
     ]
-    verdict = "PASS" if curve_seconds < CURVE_LIMIT_S else "FAIL"
+    target = f"learning curve on a warm cache in {curve_seconds:.1f} s (limit {CURVE_LIMIT_S:.0f} s)"
+    checks = {target: curve_seconds < CURVE_LIMIT_S}
     body = (
         f"{table(rows)}\n\nLearning curve ({curve['backbone']} frozen + logistic regression, {curve['test_images']} "
-        f"test photos, {args.repeats} draws, 95 % intervals):\n\n{table(points)}\n\n"
-        f"- {verdict}: curve on a warm cache in {curve_seconds:.1f} s (limit {CURVE_LIMIT_S:.0f} s)\n"
+        f"test photos, {args.repeats} draws, 95 % intervals):\n\n{table(points)}\n\n{verdicts(checks)}\n"
     )
-    print(body)
-    record("phases", f"Phase timings and learning curve ({recipe.name})", body, "python -m benchmarks.phases")
+    title = f"Phase timings and learning curve ({recipe.name})"
+    publish("phases", title, {"bench": bench, "curve": curve, "curve_seconds": curve_seconds}, body)
+    sys.exit(0 if all(checks.values()) else 1)
 
 
 if __name__ == "__main__":

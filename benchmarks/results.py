@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import sys
 from pathlib import Path
 
 from automl.machine import one_line
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+OUT = Path(__file__).with_name("out")
+"""Raw numbers and plots of the latest runs (ignored by git; RESULTS.md is the record)."""
 HEADER = "# Benchmark results\n\nLatest numbers of each benchmark in `benchmarks/`; `make bench` reruns them all.\n"
+
+
+def publish(name: str, title: str, results: object, summary: str, command: str | None = None) -> None:
+    """Raw numbers to benchmarks/out/<name>.json, `summary` to RESULTS.md section `name` and to stdout.
+
+    `command` reproduces the run; by default the benchmark's module with this process's arguments.
+    """
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    command = command or " ".join([f"python -m benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    record(name, title, summary, command)
+    print(summary)
+
+
+def verdicts(checks: dict[str, bool]) -> str:
+    """One `- PASS: check` / `- FAIL: check` line per stated target."""
+    return "\n".join(f"- {'PASS' if passed else 'FAIL'}: {check}" for check, passed in checks.items())
 
 
 def record(name: str, title: str, body: str, command: str) -> None:

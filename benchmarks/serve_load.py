@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import socket
 import subprocess
@@ -33,7 +32,6 @@ import numpy as np
 from automl.machine import describe
 from benchmarks import results as results_md
 
-OUT = Path(__file__).parent / "out" / "serve_load.json"
 CLIENTS = (1, 16)
 
 
@@ -203,25 +201,16 @@ def main() -> None:
         "rss_end_mb": round(rss_end / 2**20, 1),
         "checks": checks,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2), encoding="utf-8")
-
     body = "\n\n".join(
         [
             f"`automl serve` of {model_name}; {len(photos)} real photos from {args.dataset} cycled by closed-loop "
             "clients on loopback (the load generator shares the machine's cores with the server).",
             results_md.table([asdict(phase) for phase in phases.values()]),
             f"Server resident memory: {result['rss_start_mb']} MB after warm-up, {result['rss_end_mb']} MB at the end.",
-            "\n".join(f"- {'PASS' if passed else 'FAIL'}: {check}" for check, passed in checks.items()),
+            results_md.verdicts(checks),
         ]
     )
-    results_md.record(
-        "serve_load",
-        "HTTP API under load (automl serve)",
-        body,
-        " ".join(["python -m benchmarks.serve_load", *sys.argv[1:]]),
-    )
-    print(body)
+    results_md.publish("serve_load", "HTTP API under load (automl serve)", result, body)
     sys.exit(0 if all(checks.values()) else 1)
 
 

@@ -15,13 +15,12 @@ makes it before calling `train_trial`).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.results import record, table
+from benchmarks.results import publish, table
 
 HEADS = ("softmax", "mlp", "svm")
 OPTIMIZERS = ("adam", "sgd")
@@ -138,12 +137,12 @@ def main() -> None:
                 **time_keras_fit(data, args.epochs, args.batch_size, args.repeats),
             }
         )
-    print(json.dumps(rows, indent=2))
     activation = "×".join(str(d) for d in data.x_train.shape[1:])
     shape = f"{len(data.x_train)} train and {len(data.x_val)} val activations of {activation}"
-    record(
+    publish(
         "train_trial" if args.cut == "all" else f"train_trial_{args.cut}",
         f"Seconds per {args.cut}-cut trial, each head (animals10, EfficientNet-Lite0 activations)",
+        rows,
         f"{shape}; {args.epochs} epochs, batch {args.batch_size}, {args.threads} TF thread(s), "
         f"{args.repeats} trials per row (median); mlp hidden 512, dropout 0.2; sgd at lr 0.01.\n\n" + table(rows),
         f"python -m benchmarks.train_trial --cut {args.cut} --repeats {args.repeats} --epochs {args.epochs} "
