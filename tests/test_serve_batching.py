@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -93,3 +94,42 @@ def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
 def test_bad_settings_are_refused(max_batch: int, window_s: float) -> None:
     with pytest.raises(ValueError, match=r"max_batch|window_s"):
         MicroBatcher(image_sums, max_batch=max_batch, window_s=window_s)
+
+
+def test_a_failing_observer_neither_fails_the_callers_nor_stops_the_batcher() -> None:
+    def broken_metrics(size: int, seconds: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(image_sums, max_batch=4, window_s=0.01, observer=broken_metrics)
+        await batcher.start()
+        try:
+            first = await asyncio.wait_for(asyncio.gather(*(batcher.predict(image(i)) for i in range(3))), 5)
+            later = await asyncio.wait_for(batcher.predict(image(5)), 5)
+            return [int(row[0]) for row in [*first, later]]
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [0, 12, 24, 60]
+
+
+def test_stopping_while_a_batch_is_in_the_model_fails_its_callers_instead_of_stranding_them() -> None:
+    in_model = threading.Event()
+    release = threading.Event()
+
+    def slow_model(images: np.ndarray) -> np.ndarray:
+        in_model.set()
+        release.wait(5)
+        return image_sums(images)
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher(slow_model, max_batch=4, window_s=0.01)
+        await batcher.start()
+        callers = [asyncio.create_task(batcher.predict(image(i))) for i in range(2)]
+        await asyncio.to_thread(in_model.wait, 5)
+        threading.Timer(0.2, release.set).start()  # the model call ends on its own; stop() waits for it
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 5)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) and "shutting down" in str(r) for r in results), results

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,9 @@ import numpy as np
 
 BatchObserver = Callable[[int, float], None]
 """Called after each model call with (batch size, seconds): the metrics hook."""
+SHUTTING_DOWN = "server is shutting down"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +70,7 @@ class MicroBatcher:
         while self._queue is not None and not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.result.done():
-                pending.result.set_exception(RuntimeError("server is shutting down"))
+                pending.result.set_exception(RuntimeError(SHUTTING_DOWN))
         self._model_thread.shutdown(wait=True)
 
     async def predict(self, image: np.ndarray) -> np.ndarray:
@@ -78,29 +82,45 @@ class MicroBatcher:
         return await result
 
     async def _serve_batches(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather(self._queue)
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                rows = await loop.run_in_executor(self._model_thread, self._predict, np.stack([p.image for p in batch]))
-            except Exception as exc:
-                for pending in batch:
-                    if not pending.result.done():
-                        pending.result.set_exception(exc)
-                continue
-            if self._observer is not None:
-                self._observer(len(batch), time.perf_counter() - started)
-            for pending, row in zip(batch, rows, strict=True):
-                if not pending.result.done():  # its client may have gone away meanwhile
-                    pending.result.set_result(row)
+        """Serve batch after batch; whatever goes wrong with one batch fails its callers, never strands them.
 
-    async def _gather(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
-        """The first waiting image, then everything else that arrives within the window, up to max_batch."""
-        batch = [await queue.get()]
+        A model or observer error fails that batch's unanswered callers and the worker goes on; a
+        cancellation (`stop()`) fails them too, then ends the worker.
+        """
+        assert self._queue is not None
+        while True:
+            batch: list[_Pending] = []
+            try:
+                await self._gather(self._queue, batch)
+                await self._run(batch)
+            except asyncio.CancelledError:
+                _fail(batch, RuntimeError(SHUTTING_DOWN))
+                raise
+            except Exception as exc:
+                log.exception("a batch of %d images failed", len(batch))
+                _fail(batch, exc)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        """One model call for the batch's callers still waiting; each gets its row, then the observer hears of it."""
+        waiting = [pending for pending in batch if not pending.result.cancelled()]
+        if not waiting:
+            return
+        started = time.perf_counter()
+        images = np.stack([pending.image for pending in waiting])
+        rows = await asyncio.get_running_loop().run_in_executor(self._model_thread, self._predict, images)
+        seconds = time.perf_counter() - started
+        for pending, row in zip(waiting, rows, strict=True):
+            if not pending.result.done():  # its client may have gone away meanwhile
+                pending.result.set_result(row)
+        if self._observer is not None:
+            self._observer(len(waiting), seconds)
+
+    async def _gather(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
+        """Into `batch`: the first waiting image, then what else arrives within the window, up to max_batch.
+
+        Filled in place, so that a cancellation while gathering still knows whom it took off the queue.
+        """
+        batch.append(await queue.get())
         deadline = time.monotonic() + self.window_s
         while len(batch) < self.max_batch:
             if not queue.empty():
@@ -113,4 +133,10 @@ class MicroBatcher:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
-        return [pending for pending in batch if not pending.result.cancelled()]
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    """Hand `error` to every caller of `batch` that has no answer yet."""
+    for pending in batch:
+        if not pending.result.done():
+            pending.result.set_exception(error)
