@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports
         driver.wait(timeout=30)
     finally:
         driver.kill()
+    moved = shutil.copytree(run, tmp_path / "moved" / run.name)
+    refused = subprocess.run(_automl("search", str(recipe), "--resume", str(moved)), env=env, capture_output=True)
+    assert refused.returncode == 2 and f"started in {run}" in refused.stderr.decode(), refused.stderr.decode()[-2000:]
     before = collect_trials(run)
     finished = before[before["status"] == "complete"]
     saved = {name: (RunLayout(run).experiment / name / "result.json").read_bytes() for name in finished["name"]}

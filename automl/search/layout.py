@@ -4,6 +4,7 @@
 recipe.yaml  summary.json  trials.parquet  labels.json  metrics.json  report.html
 model/                 the exported model (automl.exported)
 baseline.npz           the default configuration's TrialResult (reused on resume)
+tune/origin            the run folder's path when the search started (Tune's state keeps it)
 tune/search/           Ray Tune: experiment state, one folder per trial (CSV, JSON, TensorBoard logs,
                        and, for finished trials, checkpoint_*/trial_result.npz with the weights)
 ```
@@ -60,3 +61,7 @@ class RunLayout:
     @property
     def baseline(self) -> Path:
         return self.root / "baseline.npz"
+
+    @property
+    def origin(self) -> Path:
+        return self.tune / "origin"

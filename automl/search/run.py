@@ -160,6 +160,8 @@ def _new_layout(recipe: Recipe) -> RunLayout:
     root.mkdir(parents=True, exist_ok=False)
     layout = RunLayout(root.resolve())
     layout.recipe.write_text(dump_recipe(recipe), encoding="utf-8")
+    layout.tune.mkdir()
+    layout.origin.write_text(str(layout.root), encoding="utf-8")
     return layout
 
 
@@ -172,6 +174,12 @@ def _resume_layout(recipe: Recipe, run_dir: Path) -> RunLayout:
         raise InputError(
             f"--resume {run_dir}: not a search run folder with trials to resume",
             hint="pass the folder an earlier `automl search` printed as its run folder",
+        )
+    origin = layout.origin.read_text(encoding="utf-8") if layout.origin.is_file() else str(layout.root)
+    if origin != str(layout.root):  # Tune's pickled trials write to the old path: unfinished ones would fail
+        raise InputError(
+            f"--resume {run_dir}: this search started in {origin}, and Ray Tune's experiment state keeps that path",
+            hint=f"move the folder back to {origin} to resume it (it can move anywhere once finished)",
         )
     if layout.recipe.read_text(encoding="utf-8") != dump_recipe(recipe):
         raise InputError(
