@@ -333,3 +333,23 @@ def test_cli_refuses_a_missing_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no such run folder" in result.stderr
+
+
+def test_a_raw_body_of_a_declared_non_image_type_is_refused_before_it_is_sent(url: str) -> None:
+    """Headers promise 1 MB of text/plain, then the client sends nothing: the 415 must come without the body."""
+    import socket
+
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port), timeout=5) as client:
+        client.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 1048576\r\n\r\nhello"
+        )
+        answer = ""
+        while "unsupported" not in answer:  # a server waiting for the body lets recv time out: the test fails
+            received = client.recv(65536)
+            if not received:
+                break
+            answer += received.decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 415"), answer[:200]
+    assert "unsupported media type 'text/plain'" in answer

@@ -40,12 +40,12 @@ async def read_upload(request: Request, *, max_bytes: int, timeout_s: float) -> 
         async with asyncio.timeout(timeout_s):
             if content_type.startswith("multipart/form-data"):
                 upload, part_type = await _read_multipart(request, max_bytes)
+                _check_media_type(part_type)  # a part's type is known only once the form is parsed
             else:
+                _check_media_type(content_type)  # refused before a byte of the body is read
                 upload = Upload(b"".join([chunk async for chunk in _bounded(request, max_bytes)]), None)
-                part_type = content_type
     except TimeoutError:
         raise HTTPException(408, f"the upload took longer than {timeout_s:g} s; send the photo faster") from None
-    _check_media_type(part_type)
     if not upload.data:
         raise HTTPException(
             422, f"empty upload (0 bytes): send a photo as the multipart field '{UPLOAD_FIELD}' or as the raw body"
