@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +20,9 @@ import numpy as np
 from automl.errors import InputError
 from automl.exported import ExportedModel
 from automl.metrics import classification_metrics
+from automl.paths import write_atomic
 
 Split = Literal["all", "train", "val", "test"]
-CHUNK = 256
-"""Photos decoded and predicted at a time: bounds memory on large folders."""
 DEFAULT_SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0, "max_per_class": None}
 METRICS_FILE = "metrics.json"
 RUN_MODEL_DIR = "model"
@@ -41,25 +41,51 @@ def _class_indices(model: ExportedModel, files: Sequence[LabelledFile]) -> list[
     return [index[label] for _, label in files]
 
 
-def _score(
-    model: ExportedModel, files: Sequence[LabelledFile], keep_images: bool
-) -> tuple[list[str], np.ndarray, np.ndarray, list[dict[str, str]], np.ndarray | None]:
-    """Decode and predict in chunks: (files used, their class indices, probabilities, errors, images)."""
+@dataclass
+class _Scored:
+    """The readable photos' names, class indices and probabilities, the unreadable ones, and (if kept) pixels."""
+
+    used: list[str]
+    y_true: np.ndarray
+    probabilities: np.ndarray
+    errors: list[dict[str, str]]
+    images: np.ndarray | None
+
+
+def _score(model: ExportedModel, files: Sequence[LabelledFile], *, keep_images: bool, where: str = "") -> _Scored:
+    """Decode and predict in chunks (`ExportedModel.predict_chunks`); refused, naming `where`, if no photo reads."""
     targets = dict(zip((os.fspath(p) for p, _ in files), _class_indices(model, files), strict=True))
     used: list[str] = []
     chunks: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     errors: list[dict[str, str]] = []
-    for start in range(0, len(files), CHUNK):
-        names, images, failed = model.decode_files(p for p, _ in files[start : start + CHUNK])
-        used += names
-        errors += failed
-        chunks.append(model.predict_arrays(images))
+    for chunk in model.predict_chunks(p for p, _ in files):
+        used += chunk.files
+        errors += chunk.errors
+        chunks.append(chunk.probabilities)
         if keep_images:
-            kept.append(images)
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(model.labels)), np.float32)
-    y_true = np.array([targets[name] for name in used], dtype=np.int64)
-    return used, y_true, probabilities, errors, (np.concatenate(kept) if keep_images and kept else None)
+            kept.append(chunk.images)
+    if not used:
+        prefix = f"{where}: " if where else ""
+        raise InputError(
+            f"{prefix}none of the {len(files)} photos could be read", hint="see the errors listed per file"
+        )
+    return _Scored(
+        used=used,
+        y_true=np.array([targets[name] for name in used], dtype=np.int64),
+        probabilities=np.concatenate(chunks),
+        errors=errors,
+        images=np.concatenate(kept) if keep_images else None,
+    )
+
+
+def _metrics(model: ExportedModel, scored: _Scored, internal_classes: Iterable[str]) -> dict[str, Any]:
+    """The metrics of `automl.metrics`, the misclassified photos and the skipped ones."""
+    return {
+        **classification_metrics(scored.y_true, scored.probabilities, model.labels, internal_classes=internal_classes),
+        "misclassified": _misclassified(model, scored.used, scored.y_true, scored.probabilities),
+        "skipped": scored.errors,
+    }
 
 
 def _misclassified(
@@ -84,11 +110,7 @@ def evaluate_files(
     model: ExportedModel, files: Sequence[LabelledFile], *, internal_classes: Iterable[str] = ()
 ) -> dict[str, Any]:
     """Metrics on (photo, class name) pairs, with the misclassified photos and the unreadable ones."""
-    used, y_true, probabilities, errors, _ = _score(model, files, keep_images=False)
-    if not used:
-        raise InputError(f"none of the {len(files)} photos could be read", hint="see the errors listed per file")
-    metrics = classification_metrics(y_true, probabilities, model.labels, internal_classes=internal_classes)
-    return {**metrics, "misclassified": _misclassified(model, used, y_true, probabilities), "skipped": errors}
+    return _metrics(model, _score(model, files, keep_images=False), internal_classes)
 
 
 def folder_files(model: ExportedModel, folder: str | os.PathLike[str], split: Split = "all") -> list[LabelledFile]:
@@ -136,18 +158,13 @@ def evaluate_run(
     """
     run = Path(run_dir)
     model = ExportedModel.load(run / RUN_MODEL_DIR)
-    used, y_true, probabilities, errors, images = _score(model, test_files, keep_images=True)
-    if not used:
-        raise InputError(f"{run}: none of the {len(test_files)} test photos could be read")
+    scored = _score(model, test_files, keep_images=True, where=f"{run} (test split)")
+    assert scored.images is not None
     metrics = {
         "split": "test",
-        **classification_metrics(y_true, probabilities, model.labels, internal_classes=internal_classes),
-        "misclassified": _misclassified(model, used, y_true, probabilities),
-        "skipped": errors,
-        "runtimes": model.export_runtimes(images, y_true),
+        **_metrics(model, scored, internal_classes),
+        "runtimes": model.export_runtimes(scored.images, scored.y_true, reference=scored.probabilities),
         **(extra or {}),
     }
-    staging = run / f".{METRICS_FILE}.tmp"
-    staging.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    staging.replace(run / METRICS_FILE)
+    write_atomic(run / METRICS_FILE, json.dumps(metrics, indent=2))
     return metrics

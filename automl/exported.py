@@ -9,20 +9,22 @@ never leaves a half-written model that looks finished.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from automl.backbones.base import Resize
 from automl.errors import InputError
+from automl.paths import write_atomic
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +36,8 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_INT8_FILE = "model_int8.tflite"
 PREDICT_BATCH = 32
+DECODE_CHUNK = 256
+"""Photos decoded and predicted at a time: bounds memory on large folders (256 photos at 224² are 38 MB)."""
 
 
 @dataclass
@@ -45,6 +49,21 @@ class PredictionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": self.results, "errors": self.errors}
+
+
+class ScoredChunk(NamedTuple):
+    """One chunk of photos: the readable files, their decoded pixels and probabilities, the unreadable ones."""
+
+    files: list[str]
+    images: np.ndarray
+    probabilities: np.ndarray
+    errors: list[dict[str, str]]
+
+
+def top_labels(scores: np.ndarray, labels: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """The `top` most probable labels of one photo, best first, as `{"label", "score"}` (score rounded)."""
+    order = np.argsort(-scores, kind="stable")[:top]
+    return [{"label": labels[i], "score": round(float(scores[i]), 6)} for i in order]
 
 
 def _register_custom_layers() -> None:
@@ -88,6 +107,7 @@ class ExportedModel:
         self.resize = resize
         self.meta = meta
         self.folder = folder
+        self._forward = _traced_once(model, resize.size)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExportedModel:
@@ -148,13 +168,13 @@ class ExportedModel:
             raise InputError(f"images have shape {images.shape}; expected (N, {', '.join(map(str, expected))})")
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        # predict_on_batch per chunk: `model.predict` builds a tf.data pipeline per call (~200 ms here),
-        # which dominates the latency of the small batches a server sends.
+        # One traced graph called per chunk: `model.predict` builds a tf.data pipeline per call (~200 ms
+        # here), which dominated the latency of the small batches a server sends.
         chunks = [
-            self.model.predict_on_batch(images[start : start + PREDICT_BATCH].astype(np.float32))
+            self._forward(images[start : start + PREDICT_BATCH].astype(np.float32)).numpy()
             for start in range(0, len(images), PREDICT_BATCH)
         ]
-        return np.concatenate([np.asarray(chunk) for chunk in chunks])
+        return np.concatenate(chunks)
 
     def decode_files(self, paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], np.ndarray, list[dict]]:
         """Decode and resize each photo for this model; unreadable ones become `{"file", "error"}` entries."""
@@ -175,27 +195,41 @@ class ExportedModel:
         stacked = np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
         return files, stacked, errors
 
+    def predict_chunks(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScoredChunk]:
+        """Decode and predict `DECODE_CHUNK` photos at a time, so that memory stays bounded on any folder."""
+        remaining = iter(paths)
+        while chunk := list(itertools.islice(remaining, DECODE_CHUNK)):
+            files, images, errors = self.decode_files(chunk)
+            yield ScoredChunk(files, images, self.predict_arrays(images), errors)
+
     def predict_files(self, paths: Iterable[str | os.PathLike[str]], top: int = 5) -> PredictionReport:
         """The `top` labels with scores for each photo; unreadable files are reported, never raised."""
         if top < 1:
             raise InputError(f"--top must be at least 1, got {top}")
-        files, images, errors = self.decode_files(paths)
-        probabilities = self.predict_arrays(images)
-        report = PredictionReport(errors=errors)
-        for name, scores in zip(files, probabilities, strict=True):
-            order = np.argsort(-scores, kind="stable")[:top]
-            labels = [{"label": self.labels[i], "score": round(float(scores[i]), 6)} for i in order]
-            report.results.append({"file": name, "labels": labels})
+        report = PredictionReport()
+        for chunk in self.predict_chunks(paths):
+            report.errors += chunk.errors
+            report.results += [
+                {"file": name, "labels": top_labels(scores, self.labels, top)}
+                for name, scores in zip(chunk.files, chunk.probabilities, strict=True)
+            ]
         return report
 
-    def export_runtimes(self, images: np.ndarray, y_true: Sequence[int]) -> dict[str, Any]:
+    def export_runtimes(
+        self, images: np.ndarray, y_true: Sequence[int], reference: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """Write SavedModel, float TFLite and dynamic-range int8 TFLite; check each against Keras on `images`.
 
+        `reference` is Keras' probabilities on `images` when the caller has them already (the forward
+        pass over a whole test split is the expensive part); otherwise they are computed here.
         Returns per runtime its top-1 on `images`, the difference to Keras' top-1, the largest absolute
         probability difference, the share of identical top-1 predictions and the file size.
         """
         y = np.asarray(y_true, dtype=np.int64)
-        reference = self.predict_arrays(images)
+        if reference is None:
+            reference = self.predict_arrays(images)
+        elif reference.shape != (len(images), len(self.labels)):
+            raise ValueError(f"reference has shape {reference.shape}; expected ({len(images)}, {len(self.labels)})")
         saved_model = self.folder / SAVED_MODEL_DIR
         _export_saved_model(self.model, saved_model)
         outputs = {
@@ -220,6 +254,21 @@ class ExportedModel:
                 "bytes": sizes[name],
             }
         return report
+
+
+def _traced_once(model: keras.Model, size: int) -> Any:
+    """The model's inference call as one graph for every batch size (a `tf.function` with a None batch).
+
+    Keras' own `predict_on_batch` retraces when it meets a new batch size; a server sees many sizes, and
+    each trace of a whole backbone takes seconds on the thread every request waits for.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="pixels")])
+    def forward(pixels: tf.Tensor) -> tf.Tensor:
+        return model(pixels, training=False)
+
+    return forward
 
 
 def _replace_folder(staging: Path, target: Path) -> None:
@@ -265,9 +314,7 @@ def _write_tflite(saved_model: Path, target: Path, int8: bool) -> Path:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    staging = target.with_name(f".{target.name}.tmp")
-    staging.write_bytes(converter.convert())
-    staging.replace(target)
+    write_atomic(target, converter.convert())
     return target
 
 
@@ -282,8 +329,8 @@ def _run_tflite(model_file: Path, images: np.ndarray) -> np.ndarray:
     source = interpreter.get_input_details()[0]["index"]
     sink = interpreter.get_output_details()[0]["index"]
     outputs = []
-    for image in images.astype(np.float32):
-        interpreter.set_tensor(source, image[None])
+    for image in images:  # converted one at a time: a float32 copy of a whole test split is 4x its size
+        interpreter.set_tensor(source, image[None].astype(np.float32))
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(sink)[0].copy())
     return np.stack(outputs)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import save_tiny_model
 
+from automl.backbones.base import Resize
 from automl.errors import InputError
 from automl.exported import ExportedModel
 
@@ -128,3 +130,54 @@ def test_other_runtimes_agree_with_keras_on_the_test_split(exported_run: Path) -
         assert runtimes[name]["top1_diff"] == pytest.approx(runtimes[name]["top1"] - keras_top1)
     assert runtimes["tflite"]["max_abs_diff"] < 1e-3
     assert runtimes["tflite_int8"]["bytes"] < runtimes["tflite"]["bytes"] / 2, "int8 weights are a quarter the size"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> ExportedModel:
+    """A tiny real conv net with the animals10 labels: enough to check the plumbing without a backbone's cost."""
+    labels = sorted(p.name for p in animals10.iterdir() if p.is_dir())
+    return ExportedModel.load(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", labels, Resize(48), seed=3))
+
+
+def test_every_batch_size_shares_one_traced_graph_with_keras_results(tiny: ExportedModel) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (40, 48, 48, 3), dtype=np.uint8)
+    outputs = [tiny.predict_arrays(images[:n]) for n in (1, 3, 40)]  # 40: a full chunk of 32 and one of 8
+
+    assert tiny._forward.experimental_get_tracing_count() == 1, "a new batch size must not retrace the model"
+    expected = np.asarray(tiny.model(images.astype(np.float32), training=False))
+    for got in outputs:
+        np.testing.assert_allclose(got, expected[: len(got)], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_files_decodes_in_bounded_chunks_with_the_same_results(
+    tiny: ExportedModel, animals10: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = _photos(animals10, 5)
+    whole = tiny.predict_files(photos, top=3).to_dict()
+    seen: list[int] = []
+    predict = tiny.predict_arrays
+    monkeypatch.setattr(tiny, "predict_arrays", lambda images: seen.append(len(images)) or predict(images))
+    monkeypatch.setattr("automl.exported.DECODE_CHUNK", 2)
+
+    assert tiny.predict_files(photos, top=3).to_dict() == whole
+    assert seen == [2, 2, 1], "photos are decoded and predicted two at a time, not all at once"
+
+
+def test_export_runtimes_reuses_the_callers_keras_probabilities(
+    tiny: ExportedModel, animals10: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, images, _ = tiny.decode_files(_photos(animals10, 6))
+    reference = tiny.predict_arrays(images)
+    y_true = [0, 1, 2, 3, 4, 5]
+    model = ExportedModel(tiny.model, tiny.labels, tiny.resize, tiny.meta, tmp_path)
+
+    def no_second_pass(_: np.ndarray) -> np.ndarray:
+        raise AssertionError("export_runtimes ran the Keras forward pass again")
+
+    monkeypatch.setattr(model, "predict_arrays", no_second_pass)
+    report = model.export_runtimes(images, y_true, reference=reference)
+
+    assert report["keras"]["top1"] == pytest.approx(float((reference.argmax(axis=1) == y_true).mean()))
+    assert report["tflite"]["max_abs_diff"] < 1e-5 and report["tflite"]["agreement"] == 1.0
+    with pytest.raises(ValueError, match="reference has shape"):
+        model.export_runtimes(images, y_true, reference=reference[:3])

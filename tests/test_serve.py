@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_model import save_tiny_model
 
 from automl.backbones.base import Resize
 from automl.exported import ExportedModel
@@ -31,18 +32,8 @@ API_KEY = "test-key-0123456789"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> Path:
     """A tiny but real conv net with the animals10 labels, exported like a search exports its best model."""
-    import keras
-
     labels = sorted(p.name for p in animals10.iterdir() if p.is_dir())
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((64, 64, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(labels), activation="softmax")(x)
-    folder = tmp_path_factory.mktemp("run") / "model"
-    ExportedModel.save(folder, keras.Model(inputs, outputs), labels, Resize(64, 0.875, "bicubic"), {"backbone": "tiny"})
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("run") / "model", labels, Resize(64, 0.875, "bicubic"))
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +344,13 @@ def test_a_raw_body_of_a_declared_non_image_type_is_refused_before_it_is_sent(ur
             answer += received.decode(errors="replace")
     assert answer.startswith("HTTP/1.1 415"), answer[:200]
     assert "unsupported media type 'text/plain'" in answer
+
+
+def test_the_model_graph_is_traced_before_the_server_accepts_requests(model_dir: Path, jpeg: Path) -> None:
+    """Tracing a backbone takes seconds: the server does it at start-up, once for every batch size."""
+    fresh = ExportedModel.load(model_dir)
+    assert fresh._forward.experimental_get_tracing_count() == 0
+    with LoopbackServer(create_app(fresh)) as base:
+        assert fresh._forward.experimental_get_tracing_count() == 1, "no request should pay for the trace"
+        assert post(base, content=jpeg.read_bytes()).status_code == 200
+    assert fresh._forward.experimental_get_tracing_count() == 1

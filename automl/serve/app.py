@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from automl.backbones.base import Resize
 from automl.data.images import ImageError, decode_image
+from automl.exported import top_labels
 from automl.serve.batching import MicroBatcher
 from automl.serve.metrics import MetricsMiddleware, ServerMetrics
 from automl.serve.settings import ServeSettings
@@ -95,12 +96,6 @@ ERROR_RESPONSES = {
 }
 
 
-def top_labels(probabilities: np.ndarray, labels: list[str], top: int) -> list[LabelScore]:
-    """The `top` most probable labels, best first, scores rounded like `automl predict`."""
-    order = np.argsort(-probabilities, kind="stable")[:top]
-    return [LabelScore(label=labels[i], score=round(float(probabilities[i]), 6)) for i in order]
-
-
 def create_app(model: Classifier, settings: ServeSettings | None = None) -> FastAPI:
     """A FastAPI app serving `model`; the micro-batcher and decode threads live as long as the app runs."""
     settings = settings or ServeSettings()
@@ -116,6 +111,10 @@ def create_app(model: Classifier, settings: ServeSettings | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # A first model call traces the whole graph (seconds); make it here, before the server accepts
+        # connections, so that no client waits for it.
+        size = model.resize.size
+        await asyncio.to_thread(model.predict_arrays, np.zeros((1, size, size, 3), dtype=np.uint8))
         await batcher.start()
         try:
             yield
@@ -154,7 +153,9 @@ def create_app(model: Classifier, settings: ServeSettings | None = None) -> Fast
         except ImageError as exc:
             raise HTTPException(422, f"cannot decode the upload as an image: {exc.reason}") from None
         probabilities = await batcher.predict(pixels)
-        return Prediction(file=upload.filename, labels=top_labels(probabilities, labels, top))
+        return Prediction(
+            file=upload.filename, labels=[LabelScore(**item) for item in top_labels(probabilities, labels, top)]
+        )
 
     @app.get("/v1/labels", dependencies=[Depends(require_key)])
     async def list_labels() -> Labels:
