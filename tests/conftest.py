@@ -1,4 +1,4 @@
-"""Shared fixtures: the real photo sets beside the checkout and a run folder built by a real search."""
+"""Shared fixtures: the real photo sets beside the checkout, a run folder laid out as a search leaves it, local Ray."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ SEARCH_FIXTURES = frozenset({"built_run", "exported_run"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of a search-built run slow; run the tests on `local_ray` last (see that fixture)."""
     for item in items:
         if SEARCH_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: "local_ray" in getattr(item, "fixturenames", ()))  # stable: order kept otherwise
 
 
 def _dataset(name: str) -> Path:
@@ -64,3 +66,22 @@ def cats_and_dogs(tmp_path_factory: pytest.TempPathFactory, animals10: Path) -> 
         for photo in sorted(p for p in (animals10 / name).iterdir() if p.is_file())[:30]:
             shutil.copy(photo, root / name / photo.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every test that runs the Tune experiment directly (starting one takes 4-5 s).
+
+    Those tests run last (see `pytest_collection_modifyitems`): while this Ray is up, a search in this process
+    would reuse it instead of the Ray or cluster it asks for. Token auth is off for its lifetime only.
+    """
+    import ray
+
+    from automl.search.cluster import connect
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        try:
+            yield connect(None)
+        finally:
+            ray.shutdown()

@@ -17,19 +17,16 @@ import json
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tune_helpers import run_tune, tune_recipe
 
 from automl.backbones.registry import get_backbone
-from automl.recipe import parse_recipe
 from automl.search.features import FeatureSet, prepare_features
 from automl.search.leaderboard import collect_trials
-from automl.search.runner import SearchBudget, run_trials
-from automl.search.space import build_space
 
 BACKBONE = "efficientnet_lite0"
 WARM_UP_TRIALS = 10
@@ -122,17 +119,6 @@ def _sample_until(stop: threading.Event, experiment: Path, trace: MemoryTrace) -
         trace.samples.append(Sample(finished, _rss(os.getpid()) or 0, workers))
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from automl.search.cluster import connect
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    yield connect(None)
-    ray.shutdown()
-
-
 def _cached_features(built_run) -> FeatureSet:
     features, report, _test = prepare_features(
         built_run.dataset,
@@ -146,30 +132,9 @@ def _cached_features(built_run) -> FeatureSet:
     return features
 
 
-def _recipe(tmp_path: Path, search: str, budget: str):
-    return parse_recipe(
-        f"data: {{folder: unused}}\nsearch: {search}\nbudget: {budget}\noutput: {{folder: {tmp_path}}}\n"
-    )
-
-
-def _run_trials(tmp_path: Path, recipe, features: FeatureSet, backbones: list[str]) -> Path:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    budget = SearchBudget(deadline=time.time() + 3600, target_accuracy=None)
-    run_trials(
-        recipe,
-        build_space(recipe.search, {name: ["all"] for name in backbones}),
-        features,
-        run_dir,
-        budget,
-        resume=False,
-    )
-    return run_dir
-
-
 def _long_search(tmp_path: Path, built_run, trials: int) -> MemoryTrace:
     """`trials` trials of every head and optimizer on the cached features; their memory trace."""
-    recipe = _recipe(
+    recipe = tune_recipe(
         tmp_path,
         f"{{backbones: {BACKBONE}, cuts: all, epochs: 3, scheduler: fifo, sampler: random, seed: 1}}",
         f"{{trials: {trials}, time: 1h}}",
@@ -180,7 +145,7 @@ def _long_search(tmp_path: Path, built_run, trials: int) -> MemoryTrace:
     sampler = threading.Thread(target=_sample_until, args=(stop, experiment, trace), daemon=True)
     sampler.start()
     try:
-        _run_trials(tmp_path, recipe, features, [BACKBONE])
+        run_tune(tmp_path, recipe, features)
     finally:
         stop.set()
         sampler.join(timeout=10)
@@ -235,7 +200,7 @@ def test_a_raising_trial_and_a_killed_worker_leave_the_search_to_finish(tmp_path
     damaged_val = good["x_val"].copy()
     damaged_val[3, 5] = np.nan
     features.arrays[FeatureSet.key(DAMAGED, "all")] = {**good, "x_val": damaged_val}
-    recipe = _recipe(
+    recipe = tune_recipe(
         tmp_path,
         f"{{backbones: [{BACKBONE}, {DAMAGED}], cuts: all, heads: softmax, optimizers: adam, "
         f"epochs: {VICTIM_EPOCHS}, scheduler: fifo, sampler: random, seed: 3}}",
@@ -248,7 +213,7 @@ def test_a_raising_trial_and_a_killed_worker_leave_the_search_to_finish(tmp_path
     )
     killer.start()
     try:
-        run_dir = _run_trials(tmp_path, recipe, features, [BACKBONE, DAMAGED])
+        run_dir = run_tune(tmp_path, recipe, features)
     finally:
         stop.set()
         killer.join(timeout=10)
