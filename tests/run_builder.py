@@ -2,9 +2,10 @@
 
 It does what a search does, minus Ray and Optuna (those are the search's own tests): the real bottleneck
 cache for EfficientNet-Lite0 with its bundled ImageNet weights on animals10, a small grid of real
-trials (`automl.train.train_trial`) written as trials.parquet in the search's layout, the best one
-assembled and saved with `ExportedModel.save`, evaluated on the test split with `evaluate_run`
-(SavedModel and TFLite checks included), and summary.json with the phase timings it measured.
+trials (`automl.train.train_trial`) written as trials.parquet by the search's own writer, the best one
+(picked as the search picks it) assembled and saved with `ExportedModel.save`, evaluated on the test split
+with `evaluate_run` (SavedModel and TFLite checks included), and summary.json with the phase timings it
+measured.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from automl.data.dataset import Dataset
 from automl.evaluate import evaluate_run
 from automl.exported import ExportedModel
 from automl.recipe import load_recipe
+from automl.search.leaderboard import best_trial
+from automl.search.run import _write_parquet
 from automl.train import TrialData, TrialResult, assemble, baseline_config, train_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,10 +117,10 @@ def build_run(root: Path, animals10: Path) -> BuiltRun:
         )
     phases["trials"] = time.perf_counter() - clock
     trials = pd.DataFrame(rows)
-    trials.to_parquet(root / "trials.parquet", engine="fastparquet", index=False)
+    _write_parquet(trials, root / "trials.parquet")
 
     clock = time.perf_counter()
-    best_name = trials.sort_values(["val_accuracy", "seconds"], ascending=[False, True]).iloc[0]["name"]
+    best_name = best_trial(trials)["name"]
     best: TrialResult = results[best_name]
     model = assemble(backbone, WEIGHTS, CUT, best, dataset.classes)
     meta = {"backbone": BACKBONE, "weights": WEIGHTS, "config": best.config, "data": recipe.data.model_dump()}
