@@ -13,10 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automl.recipe import FloatRange, SearchSection
+
 METRIC = "val_accuracy"
 PARAM_PREFIX = "param_"
-LOG_DIMENSIONS = frozenset({"learning_rate", "epsilon", "svm_c"})
-"""Continuous dimensions searched on a log scale: binned by decade in the tables."""
+CONTINUOUS_DIMENSIONS = frozenset(
+    name for name, field in SearchSection.model_fields.items() if field.annotation is FloatRange
+)
+"""The recipe's continuous dimensions (its `FloatRange` fields): binned in the tables, continuous for Optuna."""
+LINEAR_BINS = 4
+"""Equal-width bins of a continuous dimension whose values do not span a decade (or include 0)."""
 
 
 def scored(trials: pd.DataFrame) -> pd.DataFrame:
@@ -33,8 +39,20 @@ def dimensions(trials: pd.DataFrame) -> list[str]:
     return [n for n in names if trials[PARAM_PREFIX + n].dropna().nunique() > 1]
 
 
-def _decade_label(low: int) -> str:
-    return f"1e{low}–1e{low + 1}"
+def _bins(values: pd.Series) -> tuple[np.ndarray, dict[float, str]]:
+    """Each value's bin (its lower edge) and each used bin's label.
+
+    By decade when the values are positive and span at least one (learning rates, SVM C); otherwise
+    `LINEAR_BINS` equal widths (momentum 0.8-0.99, or a linear range that starts at 0).
+    """
+    x = values.to_numpy(dtype=float)
+    low, high = x.min(), x.max()
+    if low > 0 and np.log10(high) - np.log10(low) >= 1:
+        decades = np.floor(np.log10(x))
+        return decades, {d: f"1e{int(d)}–1e{int(d) + 1}" for d in map(float, np.unique(decades))}
+    edges = np.linspace(low, high, LINEAR_BINS + 1)
+    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, LINEAR_BINS - 1)
+    return edges[index], {float(edges[i]): f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in np.unique(index)}
 
 
 def _summarise(groups: pd.core.groupby.DataFrameGroupBy) -> list[dict[str, Any]]:
@@ -46,7 +64,7 @@ def _summarise(groups: pd.core.groupby.DataFrameGroupBy) -> list[dict[str, Any]]
 
 
 def dimension_table(trials: pd.DataFrame, name: str) -> list[dict[str, Any]]:
-    """Best and median validation accuracy per value of one dimension (per decade for log-scale ones).
+    """Best and median validation accuracy per value of one dimension (per bin for continuous ones, see `_bins`).
 
     The learning rate is split by optimizer as well, since SGD and Adam want very different rates.
     """
@@ -56,14 +74,15 @@ def dimension_table(trials: pd.DataFrame, name: str) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     keys: list[Any] = []
-    if name in LOG_DIMENSIONS:
-        frame = frame.assign(_decade=np.floor(np.log10(frame[column].astype(float))).astype(int))
+    if name in CONTINUOUS_DIMENSIONS:
+        starts, labels = _bins(frame[column])
+        frame = frame.assign(_bin=starts)
         by_optimizer = name == "learning_rate" and PARAM_PREFIX + "optimizer" in frame
-        keys = [PARAM_PREFIX + "optimizer", "_decade"] if by_optimizer else ["_decade"]
+        keys = [PARAM_PREFIX + "optimizer", "_bin"] if by_optimizer else ["_bin"]
         rows = _summarise(frame.groupby(keys, sort=True))
         for row in rows:
-            *optimizer, low = row["value"]
-            row["value"] = " ".join([*map(str, optimizer), _decade_label(int(low))])
+            *optimizer, start = row["value"]
+            row["value"] = " ".join([*map(str, optimizer), labels[float(start)]])
         return rows
     rows = _summarise(frame.groupby(column, sort=True))
     for row in rows:
@@ -78,7 +97,7 @@ def _distributions(frame: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in names:
         values = frame[PARAM_PREFIX + name].dropna()
-        if name in LOG_DIMENSIONS:
+        if name in CONTINUOUS_DIMENSIONS:
             found[name] = FloatDistribution(float(values.min()), float(values.max()), log=bool(values.min() > 0))
         else:
             found[name] = CategoricalDistribution(sorted({_plain(v) for v in values}, key=str))
