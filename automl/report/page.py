@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from automl.machine import describe as describe_machine
+from automl.paths import write_atomic
 from automl.report import analysis, plots
 
 REPORT_FILE = "report.html"
@@ -428,7 +429,5 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     if not any((root / name).exists() for name in ("summary.json", "metrics.json", "trials.parquet", "tune")):
         raise InputError(f"{root}: not a run folder (no summary.json, metrics.json or trials)")
     target = root / REPORT_FILE
-    staging = root / f".{REPORT_FILE}.tmp"
-    staging.write_text(render_report(load_run(root)), encoding="utf-8")
-    staging.replace(target)
+    write_atomic(target, render_report(load_run(root)))
     return target
