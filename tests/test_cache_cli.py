@@ -59,11 +59,13 @@ def test_two_concurrent_builds_both_succeed_and_leave_one_valid_cache(tmp_path: 
 
 
 @pytest.mark.slow
-def test_a_killed_build_leaves_a_valid_cache_that_the_next_build_completes(tmp_path: Path, animals10: Path) -> None:
-    # The `none` cut (224x224x3 pixels, 602 kB a row in float32) fills the writer's 64 MiB part bound
-    # every 128 images, so parts are committed while the build runs; 40 photos a class make 400 images.
+def test_a_killed_build_leaves_a_valid_cache_that_the_next_build_completes(
+    tmp_path: Path, natural_images: Path
+) -> None:
+    # The `none` cut (224x224x3 uint8 pixels, 150 kB a row) fills the writer's 64 MiB part bound every 448
+    # images, so 1,600 photos commit three parts while the build runs and the last one at its end.
     cache = tmp_path / "cache"
-    recipe = _recipe(tmp_path, animals10, cache, max_per_class=40, cut="none")
+    recipe = _recipe(tmp_path, natural_images, cache, max_per_class=200, cut="none")
     victim = _automl("cache", "build", str(recipe), "--json")
     deadline = time.monotonic() + 120
     while not PartStore(cache).parts() and victim.poll() is None and time.monotonic() < deadline:
