@@ -91,7 +91,7 @@ def run_search(
             hint="raise budget.time, or build the features first with `automl cache build RECIPE`",
         )
     clock = time.perf_counter()
-    baseline = _baseline(recipe, features, layout, console)
+    baseline = _baseline(recipe, features, layout, search_deadline, console)
     phases["baseline"] = time.perf_counter() - clock
 
     from automl.search.progress import SearchProgress
@@ -114,7 +114,7 @@ def run_search(
     best = best_trial(trials)
     stop_reason = _stop_reason(budget, tally, trial_count(recipe, space), recipe.budget.trials, search_deadline)
     clock = time.perf_counter()
-    model_path, metrics = _export(recipe, dataset, backbones, best, layout, test_records, baseline)
+    model_path, config, metrics = _export(recipe, dataset, backbones, best, layout, test_records, baseline)
     phases["export_and_test"] = time.perf_counter() - clock
     summary = {
         "run_dir": str(layout.root),
@@ -125,7 +125,7 @@ def run_search(
         "trials": tally,
         "best": {
             "trial": best["name"],
-            "config": _config_of(best),
+            "config": config,
             METRIC: float(best[METRIC]),
             "test_top1": metrics.get("top1"),
             "test_top1_ci95": metrics.get("top1_ci95"),
@@ -238,14 +238,20 @@ def _features(
     return features, report, test_records
 
 
-def _baseline(recipe: Recipe, features: FeatureSet, layout: RunLayout, console: Console) -> TrialResult:
-    """The default configuration on the first backbone, trained alone (kept in the run folder for resumes)."""
+def _baseline(
+    recipe: Recipe, features: FeatureSet, layout: RunLayout, deadline: float, console: Console
+) -> TrialResult:
+    """The default configuration on the first backbone, trained alone (kept in the run folder for resumes).
+
+    Bounded like a trial (`trial_time`) and by the search's deadline, so the time budget holds.
+    """
     from automl.train import TrialResult, baseline_config, train_trial
 
     if layout.baseline.is_file():
         return TrialResult.load(layout.baseline)
     config = {**baseline_config(), "backbone": recipe.search.backbones[0], "cut": "all"}
-    result = train_trial(config, features.trial_data(config["backbone"], "all"), time_limit=recipe.budget.trial_time)
+    time_limit = min(recipe.budget.trial_time or math.inf, deadline - time.time())
+    result = train_trial(config, features.trial_data(config["backbone"], "all"), time_limit=time_limit)
     result.save(layout.baseline)
     console.print(
         f"[bold]baseline[/bold] {config['backbone']}/all softmax adam: val accuracy {result.best_val_accuracy:.4f}"
@@ -298,14 +304,6 @@ def _stop_reason(budget: Any, tally: dict[str, int], planned: int, trials_budget
     return "interrupted"
 
 
-def _config_of(row: pd.Series) -> dict[str, Any]:
-    config = {}
-    for key, value in row.items():
-        if key.startswith("param_") and value is not None and not (isinstance(value, float) and math.isnan(value)):
-            config[key.removeprefix("param_")] = value.item() if hasattr(value, "item") else value
-    return config
-
-
 def _export(
     recipe: Recipe,
     dataset: Dataset,
@@ -314,8 +312,12 @@ def _export(
     layout: RunLayout,
     test_records: list[ImageRecord],
     baseline: TrialResult,
-) -> tuple[Path, dict[str, Any]]:
-    """Assemble the best trial's model from its checkpoint, save it atomically, evaluate it on the test photos."""
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Assemble the best trial's model from its checkpoint, save it atomically, evaluate it on the test photos.
+
+    Returns the model's folder, the exact configuration it was trained with (its checkpoint's, not the
+    trials table's, where a column some trials lack turns integers into floats) and the test metrics.
+    """
     from automl.evaluate import evaluate_run
     from automl.exported import ExportedModel
     from automl.train import TrialResult, assemble
@@ -343,7 +345,7 @@ def _export(
         internal_classes=recipe.data.imagenet_classes,
         extra={"val_top1": trained.best_val_accuracy, "best_trial": best["name"]},
     )
-    return layout.model, metrics
+    return layout.model, config, metrics
 
 
 def _write_json(path: Path, data: Any) -> None:
