@@ -93,27 +93,28 @@ def prepare_features(
     *,
     progress: bool = True,
 ) -> tuple[FeatureSet, FeatureReport, list[ImageRecord]]:
-    """Ensure the cache for every (backbone, cut) once and load train/val rows.
+    """Ensure the cache for every (backbone, cut) of the train and val photos once and load them.
 
-    Returns the feature set, what it cost, and the test records that every backbone could read (the
-    final evaluation uses those). Images any backbone failed to read are dropped from every split, so
-    all trials see the same rows whatever backbone they pick.
+    The test photos are not extracted: no trial reads them, and the final evaluation runs the exported
+    model on their pixels anyway (reporting any it cannot read), so extracting them would decode them and
+    run the backbone on them twice. Returns the feature set, what it cost, and the test records. Train or
+    val images any backbone failed to read are dropped from both splits, so all trials see the same rows
+    whatever backbone they pick.
     """
     from automl.cache import BottleneckCache
 
     started = time.perf_counter()
     cache = BottleneckCache(cache_root)
     report = FeatureReport()
+    trial_records = [record for split in TRIAL_SPLITS for record in dataset.split(split)]
     for name, cuts in cuts_by_backbone.items():
-        stats = cache.ensure(backbones[name], weights, list(cuts), dataset.records, progress=progress)
+        stats = cache.ensure(backbones[name], weights, list(cuts), trial_records, progress=progress)
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)
         report.repaired.extend(stats.repaired)
     unreadable = {skipped.path for skipped in report.failed}
-    records = {
-        split: [r for r in dataset.split(split) if r.path not in unreadable] for split in (*TRIAL_SPLITS, "test")
-    }
+    records = {split: [r for r in dataset.split(split) if r.path not in unreadable] for split in TRIAL_SPLITS}
     for split in TRIAL_SPLITS:
         if not records[split]:
             raise AutomlError(f"{dataset.root}: no readable images in the {split} split; the search cannot run")
@@ -128,4 +129,4 @@ def prepare_features(
                 **{f"y_{split}": np.array([r.label for r in records[split]], dtype=np.int32) for split in TRIAL_SPLITS},
             }
     report.seconds = time.perf_counter() - started
-    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes)), report, records["test"]
+    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes)), report, dataset.split("test")
