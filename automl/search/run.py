@@ -24,7 +24,7 @@ import pandas as pd
 from rich.console import Console
 
 from automl.errors import AutomlError, InputError, RecipeError
-from automl.paths import cache_root
+from automl.paths import cache_root, write_atomic
 from automl.recipe import Recipe, dump_recipe
 from automl.search.layout import METRIC, RunLayout
 
@@ -349,9 +349,7 @@ def _export(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    staging.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _write_report(run_dir: Path, console: Console) -> None:
