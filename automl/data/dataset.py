@@ -191,7 +191,7 @@ def scan_dataset(
     for label, name in enumerate(classes):
         files = unique[name]
         if max_per_class is not None and len(files) > max_per_class:
-            files = sorted(files, key=lambda f: _unit_hash(seed, f.sha1, "cap"))[:max_per_class]
+            files = sorted(files, key=lambda f: unit_hash(seed, f.sha1, "cap"))[:max_per_class]
         splits, warning = _split_class(name, [f.sha1 for f in files], fractions, seed)
         if warning:
             warnings.append(warning)
@@ -424,7 +424,7 @@ def _unique_by_class(files: Iterable[ScannedFile]) -> dict[str, list[ScannedFile
     return {name: list(files.values()) for name, files in by_class.items()}
 
 
-def _unit_hash(seed: int, sha1: str, purpose: str = "split") -> float:
+def unit_hash(seed: int, sha1: str, purpose: str = "split") -> float:
     """A number in [0, 1) fixed by (seed, content): stable across runs, machines and Python versions."""
     digest = hashlib.sha1(f"{purpose}:{seed}:{sha1}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -446,7 +446,7 @@ def _split_class(
         "val": (fractions["train"], fractions["train"] + fractions["val"]),
         "test": (fractions["train"] + fractions["val"], 1.0),
     }
-    position = {sha1: _unit_hash(seed, sha1) for sha1 in sha1s}
+    position = {sha1: unit_hash(seed, sha1) for sha1 in sha1s}
     splits: dict[str, Split] = {
         sha1: "train" if u < bounds["val"][0] else "val" if u < bounds["test"][0] else "test"
         for sha1, u in position.items()
