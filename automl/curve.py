@@ -23,8 +23,6 @@ from automl.metrics import top_k_hits
 
 ALL = "all"
 HEAD = "logistic_regression"
-CUT = "all"
-"""Pooled vectors: the frozen backbone, as in the studies' feature-extraction experiments."""
 
 
 def parse_shots(text: str) -> list[int | str]:
@@ -124,7 +122,8 @@ def learning_curve(features: Features, shots: Sequence[int | str], repeats: int,
 def cached_vectors(
     recipe: Any, backbone_name: str | None = None, splits: Sequence[str] = ("train", "test")
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, Any]]:
-    """Pooled vectors and labels of the recipe's `splits` from the bottleneck cache (computing only what it lacks).
+    """Pooled vectors (cut `all`: the frozen backbone, as in the studies' feature-extraction experiments) and
+    labels of the recipe's `splits` from the bottleneck cache (computing only what it lacks).
 
     Returns {split: (x, y)}, the class names and what was used (backbone, weights, cache hits).
     """
@@ -132,21 +131,23 @@ def cached_vectors(
     from automl.cache import BottleneckCache
     from automl.data.dataset import Dataset
     from automl.paths import cache_root
+    from automl.search.features import POOLED, FeaturePlan
 
     name = backbone_name or recipe.search.backbones[0]
     backbone = get_backbone(name)
     weights = recipe.search.weights
     dataset = Dataset.from_recipe(recipe.data)
-    records = {split: dataset.split(split) for split in splits}
     cache = BottleneckCache(cache_root(recipe.cache))
-    stats = cache.ensure(backbone, weights, [CUT], [r for rs in records.values() for r in rs], progress=False)
+    plan = FeaturePlan.pooled(name, splits)
+    stats = plan.ensure(cache, {name: backbone}, weights, dataset, progress=False)[name]
     failed = {item.path for item in stats.failed}
     vectors = {}
-    for split, chosen in records.items():
+    for split in plan.splits:
+        chosen = dataset.split(split)
         usable = [r for r in chosen if r.path not in failed]
         if not usable:
             raise InputError(f"{dataset.root}: no readable {split} photos", hint="`automl data check` lists them")
-        x = cache.load(backbone, weights, CUT, [r.sha1 for r in usable])
+        x = cache.load(backbone, weights, POOLED, [r.sha1 for r in usable])
         vectors[split] = (x.reshape(len(usable), -1), np.array([r.label for r in usable], dtype=np.int64))
     info = {"backbone": name, "weights": weights, "cache_computed": stats.computed, "cache_reused": stats.reused}
     return vectors, list(dataset.classes), info

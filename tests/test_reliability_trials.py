@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from automl.search.leaderboard import collect_trials
 from tune_helpers import run_tune, tune_recipe
 
 from automl.backbones.registry import get_backbone
 from automl.search.features import FeatureSet, prepare_features
-from automl.search.leaderboard import collect_trials
 
 BACKBONE = "efficientnet_lite0"
 WARM_UP_TRIALS = 10

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from automl.search.layout import RunLayout
+from automl.search.leaderboard import collect_trials
 
 from automl.data.dataset import Dataset
 from automl.recipe import load_recipe
-from automl.search.layout import RunLayout
-from automl.search.leaderboard import collect_trials
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ import io
 
 import pandas as pd
 import pytest
+from automl.search.run import run_search
 from rich.console import Console
 
 from automl.data.dataset import Dataset
 from automl.recipe import parse_recipe
-from automl.search.run import run_search
 
 pytestmark = pytest.mark.slow
 

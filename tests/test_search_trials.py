@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from automl.search.leaderboard import collect_trials
+from automl.search.runner import STOP_GRACE_S, SearchBudget
 from tune_helpers import run_tune, tune_recipe
 
 from automl.search.features import FeatureSet
-from automl.search.leaderboard import collect_trials
-from automl.search.runner import STOP_GRACE_S, SearchBudget
 
 pytestmark = pytest.mark.slow
 

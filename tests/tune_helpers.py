@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from automl.search.runner import SearchBudget, run_trials
+
 from automl.recipe import Recipe, parse_recipe
 from automl.search.features import FeatureSet
-from automl.search.runner import SearchBudget, run_trials
 from automl.search.space import build_space
 
 

@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from automl.atomic import write_atomic
 from automl.data.images import ImageError, ImageInfo, probe_image, verify_image
 from automl.errors import DatasetError
 from automl.paths import resolve_dataset, user_cache_dir
@@ -384,10 +384,7 @@ class _ScanIndex:
         payload = {"version": _INDEX_VERSION, "files": {name: asdict(e) for name, e in self.entries.items()}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".scan-", suffix=".json")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(payload, out)
-            os.replace(temp, self.path)
+            write_atomic(self.path, json.dumps(payload))
         except OSError:
             return
 
