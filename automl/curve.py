@@ -14,12 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from automl.errors import InputError
 from automl.metrics import top_k_hits
+
+if TYPE_CHECKING:
+    from automl.data.dataset import Split
 
 ALL = "all"
 HEAD = "logistic_regression"
@@ -120,7 +123,7 @@ def learning_curve(features: Features, shots: Sequence[int | str], repeats: int,
 
 
 def cached_vectors(
-    recipe: Any, backbone_name: str | None = None, splits: Sequence[str] = ("train", "test")
+    recipe: Any, backbone_name: str | None = None, splits: Sequence[Split] = ("train", "test")
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, Any]]:
     """Pooled vectors (cut `all`: the frozen backbone, as in the studies' feature-extraction experiments) and
     labels of the recipe's `splits` from the bottleneck cache (computing only what it lacks).
@@ -141,7 +144,7 @@ def cached_vectors(
     plan = FeaturePlan.pooled(name, splits)
     stats = plan.ensure(cache, {name: backbone}, weights, dataset, progress=False)[name]
     failed = {item.path for item in stats.failed}
-    vectors = {}
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in plan.splits:
         chosen = dataset.split(split)
         usable = [r for r in chosen if r.path not in failed]

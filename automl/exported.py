@@ -212,7 +212,7 @@ class ExportedModel:
         return report
 
     def export_runtimes(
-        self, images: np.ndarray, y_true: Sequence[int], reference: np.ndarray | None = None
+        self, images: np.ndarray, y_true: Sequence[int] | np.ndarray, reference: np.ndarray | None = None
     ) -> dict[str, Any]:
         """Write SavedModel, float TFLite and dynamic-range int8 TFLite; check each against Keras on `images`.
 

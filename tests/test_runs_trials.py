@@ -102,5 +102,5 @@ def test_a_table_written_before_schema_2_still_reads(tmp_path: Path) -> None:
 def test_a_table_from_a_newer_automl_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "trials.parquet"
     fastparquet.write(str(path), pd.DataFrame({"name": ["x"]}), custom_metadata={SCHEMA_KEY: str(SCHEMA + 1)})
-    with pytest.raises(ValueError, match="trials.parquet.*newer"):
+    with pytest.raises(ValueError, match=r"trials\.parquet.*newer"):
         TrialTable.read(path)

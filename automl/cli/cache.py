@@ -139,7 +139,7 @@ def build(
         executor=cast("Executor", executor),
         batch_size=batch_size,
     )
-    results = []
+    results: list[dict[str, Any]] = []
     for name, stats in all_stats.items():
         cuts = plan.cuts[name]
         results.append(
@@ -182,7 +182,7 @@ def verify(
     store = _store(cache)
     parts = store.parts()
     bad = store.check_all(delete=not keep, force=True)
-    report = {
+    report: dict[str, Any] = {
         "root": str(store.root),
         "parts": len(parts),
         "ok": len(parts) - sum(1 for b in bad if b.reason != "manifest is unreadable"),

@@ -255,6 +255,7 @@ def _from_schema1_row(row: Mapping[str, object]) -> TrialRecord:
 
 def _record(row: Mapping[str, object], params: dict[str, Value], history: list[dict[str, object]]) -> TrialRecord:
     name = _str(row.get("name")) or _str(row.get("trial_id")) or "?"
+    epochs = _int(row.get("epochs"))
     return TrialRecord(
         trial_id=_str(row.get("trial_id")) or name,
         name=name,
@@ -262,7 +263,7 @@ def _record(row: Mapping[str, object], params: dict[str, Value], history: list[d
         params=params,
         val_accuracy=_float(row.get("val_accuracy")),
         val_top5=_float(row.get("val_top5")),
-        epochs=_int(row.get("epochs")) if not _missing(row.get("epochs")) else len(history),
+        epochs=epochs if epochs is not None else len(history),
         best_epoch=_int(row.get("best_epoch")),
         seconds=_float(row.get("seconds")),
         finished_at=_float(row.get("finished_at")),
@@ -305,4 +306,3 @@ def _json_list(value: object) -> list[object]:
         return []
     loaded = json.loads(str(value))
     return list(loaded) if isinstance(loaded, list) else []
-

@@ -128,7 +128,7 @@ def run_search(
 
 
 def _new_folder(recipe: Recipe) -> RunFolder:
-    folder = RunFolder.create(recipe.output.folder, recipe.name)
+    folder = RunFolder.create(recipe.output.folder, recipe.name or "recipe")
     folder.recipe.write_text(dump_recipe(recipe), encoding="utf-8")
     folder.tune.mkdir()
     folder.origin.write_text(str(folder.root), encoding="utf-8")

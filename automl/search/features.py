@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from automl.backbones.base import Backbone
     from automl.cache import BottleneckCache, ExtractStats
     from automl.cache.distributed import Executor
-    from automl.data.dataset import Dataset, ImageRecord, SkippedFile
+    from automl.data.dataset import Dataset, ImageRecord, SkippedFile, Split
     from automl.recipe import SearchSection
     from automl.runs.records import CacheUse
     from automl.train import TrialData
 
-TRIAL_SPLITS = ("train", "val")
+TRIAL_SPLITS: tuple[Split, ...] = ("train", "val")
 POOLED = "all"
 """The cut of pooled vectors: the baseline's, the learning curve's and the benchmark's."""
 
@@ -42,7 +42,7 @@ class FeaturePlan:
     """Which cached features a job reads: for each backbone its cuts, of the photos of `splits`."""
 
     cuts: Mapping[str, tuple[str, ...]]
-    splits: tuple[str, ...]
+    splits: tuple[Split, ...]
 
     @classmethod
     def for_search(cls, search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> FeaturePlan:
@@ -55,7 +55,7 @@ class FeaturePlan:
         return cls(cuts=cuts, splits=TRIAL_SPLITS)
 
     @classmethod
-    def pooled(cls, backbone: str, splits: Sequence[str]) -> FeaturePlan:
+    def pooled(cls, backbone: str, splits: Sequence[Split]) -> FeaturePlan:
         """One backbone's pooled vectors of `splits` (the learning curve, the benchmark's training)."""
         return cls(cuts={backbone: (POOLED,)}, splits=tuple(splits))
 

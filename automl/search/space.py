@@ -20,7 +20,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 
@@ -109,7 +109,7 @@ class SearchSpace:
         """Every distinct configuration of a grid search, in the order a depth-first walk finds them."""
         if not self.grid:
             raise ValueError("only a grid has a finite list of configurations")
-        return [self(trial) for trial in _walk_choices()]
+        return [self(cast("optuna.Trial", trial)) for trial in _walk_choices()]
 
 
 def grid_values(bounds: FloatRange) -> list[float]:

@@ -119,7 +119,7 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
         lines = path.read_text().splitlines()
     except OSError:
         return []
-    reports = []
+    reports: list[dict[str, Any]] = []
     for line in lines:
         try:
             report = json.loads(line)
