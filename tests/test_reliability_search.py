@@ -64,7 +64,7 @@ def _mount_tmpfs(folder: Path, size: str, *, read_only: bool = False) -> None:
 
 
 def test_a_trial_time_of_zero_is_refused_before_anything_starts(tmp_path: Path, animals10: Path) -> None:
-    """(A total time too short for one trial: test_search_cli::test_a_budget_that_cannot_fit_one_trial_...)"""
+    """(A total time too short for one trial: test_cli_search::test_a_budget_that_cannot_fit_one_trial_...)"""
     output = tmp_path / "runs"
     budget = "{time: 10m, trial_time: 0s}"
     recipe = _recipe(tmp_path / "zero.yaml", animals10, output=output, cache=tmp_path / "cache", budget=budget)

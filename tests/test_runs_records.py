@@ -2,7 +2,7 @@
 
 A run folder written before the typed records (schema 1 trials.parquet, metrics.json's `val_top1`)
 still opens in `automl status` and `automl report`; a damaged record is refused with a message naming
-the file and the key. (`serve` reads only `model/`, whose layout did not change: test_serve covers it.)
+the file and the key. (`serve` reads only `model/`, whose layout did not change: test_serve_app covers it.)
 """
 
 from __future__ import annotations
