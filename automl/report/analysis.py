@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from automl.dimensions import CONTINUOUS as CONTINUOUS_DIMENSIONS
-from automl.runs.trials import PARAM_PREFIX
+from automl.runs.trials import PARAM_PREFIX, TrialStatus
 from automl.search.budget import METRIC
 
 LINEAR_BINS = 4
@@ -28,7 +28,7 @@ def scored(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that reached a validation accuracy (complete or stopped early), failed ones left out."""
     if trials.empty or METRIC not in trials:
         return trials.iloc[0:0]
-    keep = trials[METRIC].notna() & (trials.get("status", "complete") != "failed")
+    keep = trials[METRIC].notna() & (trials["status"] != TrialStatus.FAILED)
     return trials[keep]
 
 

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl.runs.trials import TrialStatus
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-STATUS_COLOURS = {"complete": "#2b6cb0", "pruned": "#a0aec0", "failed": "#e53e3e"}
+STATUS_COLOURS = {TrialStatus.COMPLETE: "#2b6cb0", TrialStatus.PRUNED: "#a0aec0", TrialStatus.FAILED: "#e53e3e"}
 
 
 def new_figure(width: float = 6.4, height: float = 3.4) -> Figure:

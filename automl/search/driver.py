@@ -17,6 +17,7 @@ finished trials and the baseline, the highest validation accuracy, ties to the f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,18 +94,19 @@ def run_search(
         baseline = train_baseline(recipe, features, folder, budget, console)
     with phases.measure("trials"):
         trials = _trials(recipe, space, features, folder, budget, resume is not None, console)
+    counts = trials.counts()
+    stop_reason = budget.stop_reason(counts, trial_count(recipe, space), recipe.budget.trials)
     trials = trials.plus(baseline_record(baseline)).ranked()
     trials.write(folder.trials)
     best = _best(trials)
     with phases.measure("export_and_test"):
         exported = export_best(recipe, dataset, backbones, best, baseline, folder)
-    counts = trials.counts()
     summary = Summary(
         run_dir=str(folder.root),
         recipe=recipe.name,
-        stop_reason=budget.stop_reason(counts, trial_count(recipe, space), recipe.budget.trials),
+        stop_reason=stop_reason,
         wall_seconds=round(time.time() - started, 1),
-        budget_seconds=budget.seconds if budget.seconds != float("inf") else None,
+        budget_seconds=budget.seconds if math.isfinite(budget.seconds) else None,
         trials=counts,
         best=BestTrial(
             trial=best.name,

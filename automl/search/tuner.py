@@ -14,10 +14,8 @@ deadline (their time limit is the time left), so the last trials of a search sti
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,10 +52,9 @@ class TrialSettings:
 
     cpus: float
     weights: str
-    deadline: float
-    """Wall-clock time (time.time()) by which trials must have ended."""
+    budget: SearchBudget
+    """The search's budget when the trials started: its deadline and target."""
     trial_time: float | None
-    target_accuracy: float | None
 
 
 def automl_trial(config: dict[str, Any], features: FeatureSet, settings: TrialSettings) -> None:
@@ -72,15 +69,15 @@ def automl_trial(config: dict[str, Any], features: FeatureSet, settings: TrialSe
     backbone, cut = config["backbone"], config["cut"]
     rest = None if cut == "all" else _trainable_rest(backbone, settings.weights, cut)
     data = features.trial_data(backbone, cut, rest)
-    target = settings.target_accuracy
+    target = settings.budget.target_accuracy
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report({**metrics, "node_id": node_id, "final": False})
         if target is not None and metrics[METRIC] >= target:
             raise StopTrial
 
-    limits = [settings.deadline - time.time(), settings.trial_time or math.inf]
-    result = train_trial(_train_config(config), data, report, time_limit=max(0.0, min(limits)))
+    time_limit = settings.budget.time_limit(settings.trial_time)
+    result = train_trial(_train_config(config), data, report, time_limit=time_limit)
     with tempfile.TemporaryDirectory() as folder:
         result.save(Path(folder) / RESULT_FILE)
         tune.report(
@@ -166,9 +163,8 @@ def run_trials(
     settings = TrialSettings(
         cpus=resources.cpus_per_trial,
         weights=recipe.search.weights,
-        deadline=budget.deadline,
+        budget=budget,
         trial_time=recipe.budget.trial_time,
-        target_accuracy=budget.target_accuracy,
     )
     trainable = tune.with_resources(
         tune.with_parameters(automl_trial, features=features, settings=settings),
