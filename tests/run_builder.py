@@ -18,12 +18,12 @@ from pathlib import Path
 from automl.backbones.registry import get_backbone
 from automl.cache import BottleneckCache
 from automl.data.dataset import Dataset
-from automl.dimensions import params_of
 from automl.evaluate import evaluate_run
 from automl.exported import ExportedModel
 from automl.recipe import load_recipe
-from automl.runs import BestTrial, Epoch, RunFolder, Summary, TrialCounts, TrialRecord, TrialStatus, TrialTable
+from automl.runs import BestTrial, RunFolder, Summary, TrialCounts, TrialTable
 from automl.runs.records import CacheUse
+from automl.runs.trials import record_of
 from automl.train import TrialData, TrialResult, assemble, baseline_config, train_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,21 +87,7 @@ def build_run(root: Path, animals10: Path) -> BuiltRun:
         result = train_trial(config, data)
         name = f"{BACKBONE}-{CUT}-{params['head']}-{params['optimizer']}-{number:04d}"
         results[name] = result
-        records.append(
-            TrialRecord(
-                trial_id=f"{number:04d}",
-                name=name,
-                status=TrialStatus.COMPLETE,
-                params=params_of(config),
-                val_accuracy=result.best_val_accuracy,
-                val_top5=result.best_val_top5,
-                epochs=len(result.history),
-                best_epoch=result.best_epoch,
-                seconds=result.seconds,
-                finished_at=time.time(),
-                history=tuple(Epoch.from_report(epoch) for epoch in result.history),
-            )
-        )
+        records.append(record_of(result, f"{number:04d}", name))
     phases["trials"] = time.perf_counter() - clock
     folder = RunFolder(root)
     trials = TrialTable(tuple(records)).ranked()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -30,6 +30,26 @@ class RunFolderError(AutomlError):
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def write(self, path: Path) -> None:
+        """The record as JSON at `path`, atomically."""
+        write_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """The record in `path`; `RunFolderError` naming the file and the key when it cannot be read."""
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            problem = exc.errors()[0] if isinstance(exc, ValidationError) else None
+            where = f" at {'.'.join(map(str, problem['loc']))}: {problem['msg']}" if problem else f": {exc}"
+            raise RunFolderError(
+                f"{path}: not a readable {cls.__name__} record{where}",
+                hint="it may be damaged, or written by a newer automl; `automl report` still shows the other files",
+            ) from exc
 
 
 class BestTrial(_Record):
@@ -87,22 +107,12 @@ class Summary(_Record):
     machine: dict[str, JsonValue] | None = None
     """`automl.machine.describe()` of the machine that ran the search, when recorded."""
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
-
-    def write(self, path: Path) -> None:
-        write_atomic(path, self.to_json())
-
-    @classmethod
-    def read(cls, path: Path) -> Summary:
-        return _read(cls, path)
-
 
 class TestMetrics(_Record):
     """metrics.json: the exported model on the test split (`automl.evaluate.evaluate_run`).
 
     The headline numbers are typed here; every other key `automl.metrics.classification_metrics` and
-    the runtime checks write (per_class, confusion, runtimes, ...) is kept as it is, in `details`.
+    the runtime checks write (per_class, confusion, runtimes, ...) is kept as it is (`model_extra`).
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -116,32 +126,3 @@ class TestMetrics(_Record):
     val_accuracy: float | None = Field(None, validation_alias=AliasChoices("val_accuracy", "val_top1"))
     """The exported trial's validation accuracy (`val_top1` in runs written before 2026-11-30)."""
     best_trial: str | None = None
-
-    @property
-    def details(self) -> dict[str, JsonValue]:
-        return dict(self.model_extra or {})
-
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
-
-    def write(self, path: Path) -> None:
-        write_atomic(path, self.to_json())
-
-    @classmethod
-    def read(cls, path: Path) -> TestMetrics:
-        return _read(cls, path)
-
-
-_Model = TypeVar("_Model", bound=_Record)
-
-
-def _read(kind: type[_Model], path: Path) -> _Model:
-    try:
-        return kind.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        problem = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        where = f" at {'.'.join(map(str, problem['loc']))}: {problem['msg']}" if problem else f": {exc}"
-        raise RunFolderError(
-            f"{path}: not a readable {kind.__name__} record{where}",
-            hint="it may be damaged, or written by a newer automl; `automl report` still shows the other files",
-        ) from exc

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, SupportsFloat, cast
+from typing import TYPE_CHECKING, Protocol, SupportsFloat, cast
 
 from automl.atomic import staging_file
-from automl.dimensions import BY_NAME, CONTINUOUS, Value, describe
+from automl.dimensions import BY_NAME, CONTINUOUS, Value, describe, params_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,6 +111,41 @@ class TrialRecord:
         row.update({PARAM_PREFIX + key: value for key, value in self.params.items()})
         row.update({f"epoch_{metric}": [getattr(e, metric) for e in self.history] for metric in EPOCH_METRICS})
         return row
+
+
+class TrainedResult(Protocol):
+    """What a finished training leaves (`automl.train.TrialResult`), as far as its record needs."""
+
+    @property
+    def config(self) -> Mapping[str, object]: ...
+    @property
+    def best_val_accuracy(self) -> float: ...
+    @property
+    def best_val_top5(self) -> float: ...
+    @property
+    def best_epoch(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def history(self) -> Sequence[Mapping[str, object]]: ...
+
+
+def record_of(result: TrainedResult, trial_id: str, name: str, *, baseline: bool = False) -> TrialRecord:
+    """The record of a training that ran outside Tune (the baseline, a test's own trials)."""
+    return TrialRecord(
+        trial_id=trial_id,
+        name=name,
+        status=TrialStatus.COMPLETE,
+        params=params_of(result.config),
+        val_accuracy=result.best_val_accuracy,
+        val_top5=result.best_val_top5,
+        epochs=len(result.history),
+        best_epoch=result.best_epoch,
+        seconds=result.seconds,
+        finished_at=time.time(),
+        history=tuple(Epoch.from_report(epoch) for epoch in result.history),
+        baseline=baseline,
+    )
 
 
 @dataclass(frozen=True)

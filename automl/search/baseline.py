@@ -5,11 +5,9 @@ never worse: the baseline is a candidate for the exported model too).
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
-from automl.dimensions import params_of
-from automl.runs.trials import BASELINE, Epoch, TrialRecord, TrialStatus
+from automl.runs.trials import BASELINE, TrialRecord, record_of
 from automl.search.features import POOLED
 
 if TYPE_CHECKING:
@@ -42,17 +40,4 @@ def train_baseline(
 
 def baseline_record(result: TrialResult) -> TrialRecord:
     """The baseline as a trial record, so the table and the choice of the best include it."""
-    return TrialRecord(
-        trial_id=BASELINE,
-        name=BASELINE,
-        status=TrialStatus.COMPLETE,
-        params=params_of(result.config),
-        val_accuracy=result.best_val_accuracy,
-        val_top5=result.best_val_top5,
-        epochs=len(result.history),
-        best_epoch=result.best_epoch,
-        seconds=result.seconds,
-        finished_at=time.time(),
-        history=tuple(Epoch.from_report(epoch) for epoch in result.history),
-        baseline=True,
-    )
+    return record_of(result, BASELINE, BASELINE, baseline=True)
