@@ -9,7 +9,7 @@ import fastparquet
 import pandas as pd
 import pytest
 
-from automl.runs import BASELINE, Epoch, TrialRecord, TrialStatus, TrialTable
+from automl.runs import BASELINE, Epoch, RunFolderError, TrialRecord, TrialStatus, TrialTable
 from automl.runs.trials import SCHEMA, SCHEMA_KEY
 
 
@@ -102,5 +102,8 @@ def test_a_table_written_before_schema_2_still_reads(tmp_path: Path) -> None:
 def test_a_table_from_a_newer_automl_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "trials.parquet"
     fastparquet.write(str(path), pd.DataFrame({"name": ["x"]}), custom_metadata={SCHEMA_KEY: str(SCHEMA + 1)})
-    with pytest.raises(ValueError, match=r"trials\.parquet.*newer"):
+    with pytest.raises(RunFolderError, match=r"trials\.parquet: trials table schema 3, newer"):
+        TrialTable.read(path)
+    path.write_bytes(b"PAR1 cut short")
+    with pytest.raises(RunFolderError, match=r"trials\.parquet: not a readable trials table"):
         TrialTable.read(path)

@@ -6,8 +6,8 @@
 import: no Ray, no Keras.
 """
 
-from automl.runs.folder import RunFolder, latest
-from automl.runs.records import BestTrial, RunFolderError, Summary, TestMetrics
+from automl.runs.folder import RunFolder, RunFolderError, latest
+from automl.runs.records import BestTrial, Summary, TestMetrics
 from automl.runs.trials import BASELINE, Epoch, TrialCounts, TrialRecord, TrialStatus, TrialTable
 
 __all__ = [

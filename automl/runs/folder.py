@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from automl.errors import AutomlError
+
 RECIPE_FILE = "recipe.yaml"
 SUMMARY_FILE = "summary.json"
 TRIALS_FILE = "trials.parquet"
@@ -33,6 +35,10 @@ TUNE_DIR = "tune"
 EXPERIMENT = "search"
 RESULT_FILE = "trial_result.npz"
 """The `TrialResult` inside each finished trial's checkpoint."""
+
+
+class RunFolderError(AutomlError):
+    """A file of a run folder this version cannot read (damaged, or written by a newer automl)."""
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, Vali
 
 from automl.atomic import write_atomic
 from automl.dimensions import Value
-from automl.errors import AutomlError
+from automl.runs.folder import RunFolderError
 from automl.runs.trials import TrialCounts
 
 StopReason = Literal["time", "trials", "target_accuracy", "search_space", "interrupted"]
 Config = dict[str, Value]
 """A trial's whole configuration: its dimensions plus `epochs` and `seed`."""
-
-
-class RunFolderError(AutomlError):
-    """A file of a run folder this version cannot read (damaged, or written by a newer automl)."""
 
 
 class _Record(BaseModel):

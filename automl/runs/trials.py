@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, SupportsFloat, cast
 
 from automl.atomic import staging_file
 from automl.dimensions import BY_NAME, CONTINUOUS, Value, describe, params_of
+from automl.runs.folder import RunFolderError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,16 +223,25 @@ class TrialTable:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> TrialTable:
-        """A trials.parquet of any schema this version knows; ValueError naming the file otherwise."""
+        """A trials.parquet of any schema this version knows; `RunFolderError` naming the file otherwise."""
         import fastparquet
 
-        parquet = fastparquet.ParquetFile(str(path))
-        schema = int(parquet.key_value_metadata.get(SCHEMA_KEY, "1"))
-        if schema > SCHEMA:
-            raise ValueError(f"{path}: trials table schema {schema}, newer than this automl reads ({SCHEMA})")
-        rows = cast("list[dict[str, object]]", parquet.to_pandas().to_dict(orient="records"))
-        read_row = _from_row if schema == SCHEMA else _from_schema1_row
-        return cls(tuple(read_row(row) for row in rows)).ranked()
+        try:
+            parquet = fastparquet.ParquetFile(str(path))
+            schema = int(parquet.key_value_metadata.get(SCHEMA_KEY, "1"))
+            if schema > SCHEMA:
+                raise RunFolderError(
+                    f"{path}: trials table schema {schema}, newer than this automl reads ({SCHEMA})",
+                    hint="read it with the automl version that wrote it, or upgrade automl",
+                )
+            rows = cast("list[dict[str, object]]", parquet.to_pandas().to_dict(orient="records"))
+            read_row = _from_row if schema == SCHEMA else _from_schema1_row
+            return cls(tuple(read_row(row) for row in rows)).ranked()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunFolderError(
+                f"{path}: not a readable trials table ({type(exc).__name__}: {exc})",
+                hint="it may be damaged; `automl status` of a finished run reads only this file",
+            ) from exc
 
 
 def _rank(trial: TrialRecord) -> tuple[bool, float, float]:
