@@ -17,6 +17,7 @@ def test_every_dimension_has_its_recipe_field_and_training_field() -> None:
         assert is_range == (dimension.kind == "range"), f"{dimension.name}: kind differs from the recipe's field"
         if dimension.trains:
             assert dimension.name in {spec.name for spec in fields(TrainConfig)}, f"{dimension.name}: not trained"
+            assert type(getattr(TrainConfig(), dimension.name)) is dimension.type, f"{dimension.name}: type differs"
         if dimension.when:
             parent = next(d for d in DIMENSIONS if d.name == dimension.when[0])
             assert DIMENSIONS.index(parent) < DIMENSIONS.index(dimension), "a condition's dimension comes first"
