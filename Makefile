@@ -32,6 +32,7 @@ browser:  ## headless Chromium and its driver for the report test (Debian packag
 
 test: setup browser  ## set up and run the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not soak"
 
 test-fast: setup  ## the suite without the slow tests (those using a search-built run are slow: tests/conftest.py)
@@ -40,9 +41,10 @@ test-fast: setup  ## the suite without the slow tests (those using a search-buil
 test-soak: setup  ## long reliability runs (RELIABILITY.md names them)
 	$(BIN)/python -m pytest -q -m soak --override-ini="addopts=-ra"
 
-lint: setup  ## ruff
+lint: setup  ## ruff and mypy (settings in pyproject.toml: strict for automl.runs)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup  ## run the benchmarks and update benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks

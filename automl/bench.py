@@ -8,7 +8,6 @@ that one-off graph tracing is not counted as per-image cost.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,17 +98,12 @@ def bench_inference(model_path: Path, paths: list[Path], runs: int) -> dict[str,
     }
 
 
-def latest_model(recipe: Any) -> Path | None:
-    """The newest run folder of this recipe under its output folder that holds an exported model."""
-    runs = sorted(Path(recipe.output.folder).glob(f"{recipe.name}-*/model/model.keras"), key=os.path.getmtime)
-    return runs[-1].parent.parent if runs else None
-
-
 def run_bench(recipe: Any, *, model: Path | None = None, images: int = 64, runs: int = 30, epochs: int = 3) -> dict:
     """`automl bench`: every phase on the recipe's first backbone, and the exported model when there is one."""
     from automl.backbones.registry import get_backbone
     from automl.data.dataset import Dataset
     from automl.machine import describe
+    from automl.runs import latest
 
     if images < 1 or runs < 1 or epochs < 1:
         raise InputError("--images, --runs and --epochs must be at least 1")
@@ -126,7 +120,9 @@ def run_bench(recipe: Any, *, model: Path | None = None, images: int = 64, runs:
         "bottleneck": bench_bottleneck(backbone, recipe.search.weights, pixels, max(3, runs // 10)),
         "training": bench_training(recipe, name, epochs),
     }
-    model = model or latest_model(recipe)
+    if model is None:
+        newest = latest(recipe.output.folder, recipe.name, with_model=True)
+        model = newest.model if newest else None
     result["inference"] = bench_inference(model, paths, runs) if model else None
     result["machine"] = describe()
     return result

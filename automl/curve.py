@@ -14,17 +14,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from automl.errors import InputError
 from automl.metrics import top_k_hits
 
+if TYPE_CHECKING:
+    from automl.data.dataset import Split
+
 ALL = "all"
 HEAD = "logistic_regression"
-CUT = "all"
-"""Pooled vectors: the frozen backbone, as in the studies' feature-extraction experiments."""
 
 
 def parse_shots(text: str) -> list[int | str]:
@@ -122,9 +123,10 @@ def learning_curve(features: Features, shots: Sequence[int | str], repeats: int,
 
 
 def cached_vectors(
-    recipe: Any, backbone_name: str | None = None, splits: Sequence[str] = ("train", "test")
+    recipe: Any, backbone_name: str | None = None, splits: Sequence[Split] = ("train", "test")
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict[str, Any]]:
-    """Pooled vectors and labels of the recipe's `splits` from the bottleneck cache (computing only what it lacks).
+    """Pooled vectors (cut `all`: the frozen backbone, as in the studies' feature-extraction experiments) and
+    labels of the recipe's `splits` from the bottleneck cache (computing only what it lacks).
 
     Returns {split: (x, y)}, the class names and what was used (backbone, weights, cache hits).
     """
@@ -132,21 +134,23 @@ def cached_vectors(
     from automl.cache import BottleneckCache
     from automl.data.dataset import Dataset
     from automl.paths import cache_root
+    from automl.search.features import POOLED, FeaturePlan
 
     name = backbone_name or recipe.search.backbones[0]
     backbone = get_backbone(name)
     weights = recipe.search.weights
     dataset = Dataset.from_recipe(recipe.data)
-    records = {split: dataset.split(split) for split in splits}
     cache = BottleneckCache(cache_root(recipe.cache))
-    stats = cache.ensure(backbone, weights, [CUT], [r for rs in records.values() for r in rs], progress=False)
+    plan = FeaturePlan.pooled(name, splits)
+    stats = plan.ensure(cache, {name: backbone}, weights, dataset, progress=False)[name]
     failed = {item.path for item in stats.failed}
-    vectors = {}
-    for split, chosen in records.items():
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in plan.splits:
+        chosen = dataset.split(split)
         usable = [r for r in chosen if r.path not in failed]
         if not usable:
             raise InputError(f"{dataset.root}: no readable {split} photos", hint="`automl data check` lists them")
-        x = cache.load(backbone, weights, CUT, [r.sha1 for r in usable])
+        x = cache.load(backbone, weights, POOLED, [r.sha1 for r in usable])
         vectors[split] = (x.reshape(len(usable), -1), np.array([r.label for r in usable], dtype=np.int64))
     info = {"backbone": name, "weights": weights, "cache_computed": stats.computed, "cache_reused": stats.reused}
     return vectors, list(dataset.classes), info

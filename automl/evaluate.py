@@ -8,7 +8,6 @@ model's description); `evaluate_run` is what the search calls once on the test s
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,12 +19,10 @@ import numpy as np
 from automl.errors import InputError
 from automl.exported import ExportedModel
 from automl.metrics import classification_metrics
-from automl.paths import write_atomic
+from automl.runs import RunFolder, TestMetrics
 
 Split = Literal["all", "train", "val", "test"]
 DEFAULT_SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0, "max_per_class": None}
-METRICS_FILE = "metrics.json"
-RUN_MODEL_DIR = "model"
 
 LabelledFile = tuple[str | os.PathLike[str], str]
 
@@ -156,9 +153,9 @@ def evaluate_run(
     The SavedModel and both TFLite models are checked on the same decoded test photos, so their
     accuracy differences to Keras are exact, not estimated.
     """
-    run = Path(run_dir)
-    model = ExportedModel.load(run / RUN_MODEL_DIR)
-    scored = _score(model, test_files, keep_images=True, where=f"{run} (test split)")
+    folder = RunFolder(Path(run_dir))
+    model = ExportedModel.load(folder.model)
+    scored = _score(model, test_files, keep_images=True, where=f"{folder.root} (test split)")
     assert scored.images is not None
     metrics = {
         "split": "test",
@@ -166,5 +163,5 @@ def evaluate_run(
         "runtimes": model.export_runtimes(scored.images, scored.y_true, reference=scored.probabilities),
         **(extra or {}),
     }
-    write_atomic(run / METRICS_FILE, json.dumps(metrics, indent=2))
+    TestMetrics.model_validate(metrics).write(folder.metrics)
     return metrics

@@ -3,7 +3,7 @@
 What a search leaves behind and what `predict`, `evaluate` and `serve` load. Loading is always in Keras
 safe mode (a `.keras` file with a Lambda layer or any other serialized code is refused), and no pickle
 is ever read from a user's path: the metadata is JSON, the weights HDF5 inside the `.keras` zip.
-Saving is atomic (written into a temporary sibling folder, then renamed), so a crash or a full disk
+Saving is atomic (`automl.atomic`: a temporary sibling folder, then renamed), so a crash or a full disk
 never leaves a half-written model that looks finished.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,14 +20,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from automl.atomic import staging_folder, write_atomic
 from automl.backbones.base import Resize
 from automl.errors import InputError
-from automl.paths import write_atomic
+from automl.runs.folder import MODEL_DIR
 
 if TYPE_CHECKING:
     import keras
 
-MODEL_DIR = "model"
+
 KERAS_FILE = "model.keras"
 META_FILE = "automl.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -146,16 +145,13 @@ class ExportedModel:
     ) -> Path:
         """Write `model.keras` + `automl.json` into `folder` atomically, replacing any previous model there."""
         target = Path(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            model.save(staging / KERAS_FILE)
-            description = {**(meta or {}), "labels": list(labels), "resize": asdict(resize)}
-            (staging / META_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
-            _replace_folder(staging, target)
-        except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            with staging_folder(target) as staging:
+                model.save(staging / KERAS_FILE)
+                description = {**(meta or {}), "labels": list(labels), "resize": asdict(resize)}
+                (staging / META_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
+        except OSError as exc:
+            if exc.errno is not None and exc.filename is None:
                 # a write deep inside Keras (e.g. ENOSPC) names no file: name the model that was not saved
                 raise OSError(exc.errno, exc.strerror, os.fspath(target)) from exc
             raise
@@ -216,7 +212,7 @@ class ExportedModel:
         return report
 
     def export_runtimes(
-        self, images: np.ndarray, y_true: Sequence[int], reference: np.ndarray | None = None
+        self, images: np.ndarray, y_true: Sequence[int] | np.ndarray, reference: np.ndarray | None = None
     ) -> dict[str, Any]:
         """Write SavedModel, float TFLite and dynamic-range int8 TFLite; check each against Keras on `images`.
 
@@ -271,29 +267,13 @@ def _traced_once(model: keras.Model, size: int) -> Any:
     return forward
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Swap `staging` in for `target`: the old model stays complete until the new one is in place."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    retired.rmdir()
-    target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def _export_saved_model(model: keras.Model, folder: Path) -> None:
     """A TensorFlow SavedModel whose `serve(pixels)` takes one float32 batch, written atomically."""
     import tensorflow as tf
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        spec = tf.TensorSpec(shape=(None, *model.inputs[0].shape[1:]), dtype=tf.float32, name="pixels")
-        model.export(staging / SAVED_MODEL_DIR, format="tf_saved_model", verbose=False, input_signature=[spec])
-        _replace_folder(staging / SAVED_MODEL_DIR, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    spec = tf.TensorSpec(shape=(None, *model.inputs[0].shape[1:]), dtype=tf.float32, name="pixels")
+    with staging_folder(folder) as staging:
+        model.export(staging, format="tf_saved_model", verbose=False, input_signature=[spec])
 
 
 def _run_saved_model(folder: Path, images: np.ndarray) -> np.ndarray:

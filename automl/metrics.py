@@ -155,7 +155,7 @@ def classification_metrics(
         }
         for c in range(n_classes)
     ]
-    groups = {"internal": None, "external": None}
+    groups: dict[str, dict[str, Any] | None] = {"internal": None, "external": None}
     if internal:
         inside = [c for c in range(n_classes) if labels[c] in internal]
         outside = [c for c in range(n_classes) if labels[c] not in internal]

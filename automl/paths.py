@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 DATA_ENV = "AUTOML_DATA"
@@ -40,18 +39,3 @@ def cache_root(configured: str | None = None) -> str:
     if configured:
         return configured
     return os.environ.get(CACHE_ENV) or str(user_cache_dir() / "bottlenecks")
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write `data` (text as UTF-8) to `path` through a uniquely named temporary sibling, then rename it.
-
-    Readers see the old file or the new one, never half of one; the unique name keeps two writers from
-    renaming each other's half-written temporary, and the temporary is removed whatever happens.
-    """
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        temp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)

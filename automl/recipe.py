@@ -28,6 +28,7 @@ from automl.errors import RecipeError
 
 Head = Literal["softmax", "mlp", "svm"]
 Optimizer = Literal["sgd", "adam"]
+Cut = Literal["all", "top", "half", "none"]
 Sampler = Literal["tpe", "random", "grid"]
 Scheduler = Literal["asha", "fifo"]
 
@@ -123,17 +124,17 @@ class SearchSection(_Section):
         description="`default` (each backbone's own: offline for EfficientNet-Lite, download for Keras "
         "applications), `imagenet`, `none` (random: plumbing tests only) or a path to a weights file.",
     )
-    cuts: Annotated[list[Literal["all", "top", "half", "none"]], BeforeValidator(_as_list)] = Field(
-        default_factory=lambda: ["all"],
+    cuts: Annotated[list[Cut], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: list[Cut](["all"]),
         min_length=1,
         description="Freeze points: all = everything frozen (train a head on cached vectors), top = last "
         "block trainable, half = second half trainable, none = nothing frozen (trains on pixels, slow).",
     )
     heads: Annotated[list[Head], BeforeValidator(_as_list)] = Field(
-        default_factory=lambda: ["softmax", "mlp", "svm"], min_length=1
+        default_factory=lambda: list[Head](["softmax", "mlp", "svm"]), min_length=1
     )
     optimizers: Annotated[list[Optimizer], BeforeValidator(_as_list)] = Field(
-        default_factory=lambda: ["sgd", "adam"], min_length=1
+        default_factory=lambda: list[Optimizer](["sgd", "adam"]), min_length=1
     )
     learning_rate: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-4, high=1e-1))
     epsilon: RangeDim = Field(default_factory=lambda: FloatRange(low=1e-8, high=1.0), description="Adam's epsilon.")

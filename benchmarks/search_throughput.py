@@ -37,12 +37,12 @@ def measure(time_budget: str, cache: str, runs: Path) -> list[dict[str, Any]]:
     from rich.console import Console
 
     from automl.recipe import parse_recipe
-    from automl.search.run import run_search
+    from automl.search.driver import run_search
 
     rows = []
     for attempt in ("first", "second (warm cache)"):
         recipe = parse_recipe(RECIPE.format(time=time_budget, cache=cache, runs=runs), source="throughput.yaml")
-        summary = run_search(recipe, console=Console(stderr=True, soft_wrap=True)).summary
+        summary = run_search(recipe, console=Console(stderr=True, soft_wrap=True)).summary.model_dump()
         trial_minutes = summary["phases"]["trials"] / 60
         rows.append(
             {

@@ -123,27 +123,3 @@ def test_predict_command_json_reports_each_broken_file_and_fails_only_if_all_do(
     only_broken = runner.invoke(app, ["predict", str(exported_run), str(broken), "--json"])
     assert only_broken.exit_code == 1
     assert json.loads(only_broken.stdout)["results"] == []
-
-
-def test_write_atomic_uses_a_fresh_temporary_each_time_and_leaves_none_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """metrics.json, report.html and the TFLite files go through it: two writers must not share a temporary."""
-    import os
-
-    from automl.paths import write_atomic
-
-    target = tmp_path / "metrics.json"
-    temporaries: list[str] = []
-    real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda src, dst: temporaries.append(os.fspath(src)) or real_replace(src, dst))
-    write_atomic(target, '{"top1": 1}')
-    write_atomic(target, b'{"top1": 0.5}')
-
-    assert target.read_bytes() == b'{"top1": 0.5}'
-    assert len(set(temporaries)) == 2, "each write has its own temporary name"
-    blocked = tmp_path / "report.html"
-    (blocked / "inside").mkdir(parents=True)  # a folder in the way: the rename fails
-    with pytest.raises(OSError):
-        write_atomic(blocked, "<html>")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.html"], "no temporary left"

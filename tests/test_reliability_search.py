@@ -16,12 +16,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from automl.cache.store import PartStore
 from automl.data.dataset import Dataset
 from automl.recipe import load_recipe
+from automl.runs import RunFolder, TrialStatus, TrialTable
 
 IMAGES_PER_CLASS = 10
 
@@ -64,7 +64,7 @@ def _mount_tmpfs(folder: Path, size: str, *, read_only: bool = False) -> None:
 
 
 def test_a_trial_time_of_zero_is_refused_before_anything_starts(tmp_path: Path, animals10: Path) -> None:
-    """(A total time too short for one trial: test_search_cli::test_a_budget_that_cannot_fit_one_trial_...)"""
+    """(A total time too short for one trial: test_cli_search::test_a_budget_that_cannot_fit_one_trial_...)"""
     output = tmp_path / "runs"
     budget = "{time: 10m, trial_time: 0s}"
     recipe = _recipe(tmp_path / "zero.yaml", animals10, output=output, cache=tmp_path / "cache", budget=budget)
@@ -116,8 +116,8 @@ def test_two_searches_share_one_cold_cache_and_a_full_disk_leaves_no_model(
     assert searches[1].returncode == 1, full_err[-3000:]
     assert "No space left on device" in full_err and "Traceback" not in full_err, full_err[-3000:]
     (run_dir,) = mount_point.iterdir()
-    trials = pd.read_parquet(run_dir / "trials.parquet", engine="fastparquet")
-    assert (trials["status"] == "complete").sum() == 3, "both trials and the baseline finished before the export"
+    trials = TrialTable.read(RunFolder(run_dir).trials)
+    assert len(trials.get([TrialStatus.COMPLETE])) == 3, "both trials and the baseline finished before the export"
     left = sorted(path.name for path in run_dir.iterdir())
     assert "model" not in left and not any(name.startswith(".model") for name in left), left
     assert "summary.json" not in left and "metrics.json" not in left, "nothing presents the run as done"

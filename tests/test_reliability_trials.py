@@ -25,8 +25,9 @@ import pytest
 from tune_helpers import run_tune, tune_recipe
 
 from automl.backbones.registry import get_backbone
-from automl.search.features import FeatureSet, prepare_features
-from automl.search.leaderboard import collect_trials
+from automl.runs import RunFolder
+from automl.search.features import FeaturePlan, FeatureSet, prepare_features
+from automl.search.tune_state import collect_trials
 
 BACKBONE = "efficientnet_lite0"
 WARM_UP_TRIALS = 10
@@ -120,10 +121,10 @@ def _sample_until(stop: threading.Event, experiment: Path, trace: MemoryTrace) -
 
 
 def _cached_features(built_run) -> FeatureSet:
-    features, report, _test = prepare_features(
+    features, report = prepare_features(
         built_run.dataset,
         {BACKBONE: get_backbone(BACKBONE)},
-        {BACKBONE: ("all",)},
+        FeaturePlan.pooled(BACKBONE, ("train", "val")),
         "default",
         str(built_run.cache),
         progress=False,
@@ -217,7 +218,7 @@ def test_a_raising_trial_and_a_killed_worker_leave_the_search_to_finish(tmp_path
     finally:
         stop.set()
         killer.join(timeout=10)
-    trials = collect_trials(run_dir)
+    trials = collect_trials(RunFolder(run_dir)).to_frame()
     print(
         trials[["trial_id", "param_backbone", "status", "failures", "epochs", "seconds", "error"]].to_string()
     )  # RELIABILITY.md
@@ -232,4 +233,4 @@ def test_a_raising_trial_and_a_killed_worker_leave_the_search_to_finish(tmp_path
     assert (finished["status"] == "complete").all() and finished["val_accuracy"].min() > 0.8
     row = finished[finished["trial_id"] == victim].iloc[0]
     assert row["failures"] == 1, "the killed trial was retried once"
-    assert len(json.loads(row["epoch_val_accuracy"])) == VICTIM_EPOCHS, "the retry ran all its epochs"
+    assert len(row["epoch_val_accuracy"]) == VICTIM_EPOCHS, "the retry ran all its epochs"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 
-import pandas as pd
 import pytest
 from rich.console import Console
 
 from automl.data.dataset import Dataset
 from automl.recipe import parse_recipe
-from automl.search.run import run_search
+from automl.runs import TrialTable
+from automl.search.driver import run_search
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_a_two_node_cluster_trains_trials_on_both_nodes_from_one_cache(tmp_path,
         source="cluster.yaml",
     )
     outcome = run_search(recipe, address=two_node_cluster.address, console=Console(file=io.StringIO()))
-    summary = outcome.summary
+    summary = outcome.summary.model_dump()
     assert summary["ray"]["nodes"] == 2
     dataset = Dataset.from_recipe(recipe.data)
     photos = len(dataset.split("train")) + len(dataset.split("val"))  # a search extracts no test photo
@@ -59,7 +59,7 @@ def test_a_two_node_cluster_trains_trials_on_both_nodes_from_one_cache(tmp_path,
         address=two_node_cluster.address, filters=[("func_or_class_name", "=", "_extract_shard")], detail=True
     )
     assert {task.node_id for task in extraction} == nodes, "the features were extracted on both nodes"
-    trials = pd.read_parquet(outcome.run_dir / "trials.parquet", engine="fastparquet")
+    trials = TrialTable.read(outcome.run_dir / "trials.parquet").to_frame()
     tune_trials = trials[~trials["baseline"]]
     assert len(tune_trials) == 6 and (tune_trials["status"] == "complete").all()
     assert set(tune_trials["node_id"]) == nodes, "trials ran on both nodes"

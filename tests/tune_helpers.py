@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 from automl.recipe import Recipe, parse_recipe
+from automl.search.budget import SearchBudget
 from automl.search.features import FeatureSet
-from automl.search.runner import SearchBudget, run_trials
 from automl.search.space import build_space
+from automl.search.tuner import run_trials
 
 
 def tune_recipe(tmp_path: Path, search: str, budget: str) -> Recipe:

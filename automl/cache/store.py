@@ -345,6 +345,7 @@ def _write_parquet(path: Path, sha1s: Sequence[str], stored: np.ndarray) -> tupl
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Like `automl.atomic.write_atomic`, but under `TEMP_PREFIX`, which `prune_stale` recognises and clears."""
     temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
     try:
         temp.write_bytes(data)

@@ -111,35 +111,43 @@ def build(
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Compute the recipe's missing bottlenecks now, so that its search starts on a warm cache."""
+    """Compute the features the recipe's search will read (and only those), so that it starts on a warm cache.
+
+    Exactly the search's `FeaturePlan`: each backbone's cuts that the recipe asks and it offers, cut `all`
+    of the first backbone (the baseline), of the train and val photos (no trial reads the test split).
+    """
     from automl.backbones.registry import get_backbone
     from automl.cache import BottleneckCache
     from automl.data.dataset import Dataset
     from automl.paths import cache_root
     from automl.recipe import load_recipe
+    from automl.search.features import FeaturePlan
 
     if executor not in ("auto", "local", "ray"):
         raise InputError(f"--executor {executor!r} is not allowed", hint="use local, ray or auto")
     recipe = load_recipe(recipe_file)
     dataset = Dataset.from_recipe(recipe.data, progress=not as_json)
     cache = BottleneckCache(cache_root(recipe.cache))
-    cuts = recipe.search.cuts
-    results = []
-    for name in recipe.search.backbones:
-        backbone = get_backbone(name)
-        stats = cache.ensure(
-            backbone,
-            recipe.search.weights,
-            cuts,
-            dataset.records,
-            progress=not as_json,
-            executor=cast("Executor", executor),
-            batch_size=batch_size,
-        )
+    backbones = {name: get_backbone(name) for name in recipe.search.backbones}
+    plan = FeaturePlan.for_search(recipe.search, {name: list(b.cut_points()) for name, b in backbones.items()})
+    all_stats = plan.ensure(
+        cache,
+        backbones,
+        recipe.search.weights,
+        dataset,
+        progress=not as_json,
+        executor=cast("Executor", executor),
+        batch_size=batch_size,
+    )
+    results: list[dict[str, Any]] = []
+    for name, stats in all_stats.items():
+        cuts = plan.cuts[name]
         results.append(
             {
                 "backbone": name,
                 "cuts": list(cuts),
+                "splits": list(plan.splits),
+                "images": len(plan.records(dataset)),
                 "computed": stats.computed,
                 "reused": stats.reused,
                 "computed_by_cut": stats.computed_by_cut,
@@ -152,9 +160,9 @@ def build(
         if not as_json:
             rate = stats.computed / stats.seconds if stats.seconds else 0.0
             typer.echo(
-                f"{name} [{', '.join(cuts)}]: {stats.computed} computed, {stats.reused} reused, "
-                f"{len(stats.failed)} failed, {stats.bytes / 1e6:.1f} MB written in {stats.seconds:.1f} s "
-                f"({rate:.1f} images/s)"
+                f"{name} [{', '.join(cuts)}] of {'+'.join(plan.splits)}: {stats.computed} computed, "
+                f"{stats.reused} reused, {len(stats.failed)} failed, {stats.bytes / 1e6:.1f} MB written in "
+                f"{stats.seconds:.1f} s ({rate:.1f} images/s)"
             )
             for item in results[-1]["failed"]:
                 typer.secho(f"  skipped {item['file']}: {item['reason']}", fg=typer.colors.YELLOW)
@@ -174,7 +182,7 @@ def verify(
     store = _store(cache)
     parts = store.parts()
     bad = store.check_all(delete=not keep, force=True)
-    report = {
+    report: dict[str, Any] = {
         "root": str(store.root),
         "parts": len(parts),
         "ok": len(parts) - sum(1 for b in bad if b.reason != "manifest is unreadable"),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from automl.errors import InputError
+from automl.runs.trials import TrialStatus
 
 TOP_DEFAULT = 15
 
@@ -33,7 +34,7 @@ def search(
     from rich.console import Console
 
     from automl.recipe import load_recipe
-    from automl.search.run import run_search
+    from automl.search.driver import run_search
 
     console = Console(stderr=True, soft_wrap=True)
     try:
@@ -43,21 +44,24 @@ def search(
         raise typer.Exit(130) from None
     summary = outcome.summary
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(summary.model_dump_json())
         return
-    best = summary["best"]
     console.print(
-        f"[bold green]done[/bold green] ({summary['stop_reason']}) in {summary['wall_seconds']:.0f} s: "
-        f"{summary['trials']['done']} trials, {summary['trials']['failed']} failed"
+        f"[bold green]done[/bold green] ({summary.stop_reason}) in {summary.wall_seconds or 0:.0f} s: "
+        f"{summary.trials.done} trials, {summary.trials.failed} failed"
     )
-    interval = best.get("test_top1_ci95")
-    spread = f" (95 % interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
-    test = _number(best["test_top1"])
-    typer.echo(f"best: {best['trial']}  val {best['val_accuracy']:.4f}  test top-1 {test}{spread}")
-    typer.echo(f"baseline (default configuration): val {summary['baseline']['val_accuracy']:.4f}")
-    typer.echo(f"model: {summary['model']}")
-    if summary["stop_reason"] == "interrupted":
-        typer.echo(f"resume with: automl search {recipe} --resume {summary['run_dir']}")
+    best, baseline = summary.best, summary.baseline
+    if best is not None:
+        interval = best.test_top1_ci95
+        spread = f" (95 % interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+        typer.echo(
+            f"best: {best.trial}  val {_number(best.val_accuracy)}  test top-1 {_number(best.test_top1)}{spread}"
+        )
+    if baseline is not None:
+        typer.echo(f"baseline (default configuration): val {baseline.val_accuracy:.4f}")
+    typer.echo(f"model: {summary.model}")
+    if summary.stop_reason == "interrupted":
+        typer.echo(f"resume with: automl search {recipe} --resume {summary.run_dir}")
 
 
 def status(
@@ -66,50 +70,51 @@ def status(
     top: int = typer.Option(TOP_DEFAULT, "--top", min=1, help="Rows of the leaderboard to show."),
 ) -> None:
     """Leaderboard of a running or finished search: every trial's status, accuracy, time and configuration."""
-    from automl.search.layout import RunLayout
-    from automl.search.leaderboard import counts, describe_config, read_trials
+    from automl.runs import RunFolder, Summary
+    from automl.search.tune_state import read_trials
 
-    layout = RunLayout(run_dir)
-    if not layout.recipe.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
         raise InputError(f"{run_dir}: not a search run folder (no recipe.yaml)", hint="pass a folder under runs/")
-    trials = read_trials(run_dir)
-    summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
+    trials = read_trials(folder)
+    summary = Summary.read(folder.summary) if folder.is_finished() else None
     state = "finished" if summary else "running or stopped"
+    counts = trials.counts()
+    shown = trials.trials[:top]
     if as_json:
-        rows = [] if trials.empty else json.loads(trials.head(top).to_json(orient="records"))  # NaN -> null
         payload = {
             "run_dir": str(run_dir),
             "state": state,
-            "counts": counts(trials),
-            "trials": rows,
-            "summary": summary,
+            "counts": asdict(counts),
+            "trials": [trial.to_row() for trial in shown],
+            "summary": summary.model_dump(mode="json") if summary else None,
         }
-        typer.echo(json.dumps(payload))
+        typer.echo(json.dumps(payload, default=str))
         return
     from rich.console import Console
     from rich.table import Table
 
-    n = counts(trials)
-    table = Table(title=f"{run_dir} ({state}): {n['done']} done, {n['running']} running, {n['failed']} failed")
+    title = f"{run_dir} ({state}): {counts.done} done, {counts.running} running, {counts.failed} failed"
+    table = Table(title=title)
     for column in ("#", "val acc", "status", "epochs", "seconds", "trial", "configuration or error"):
         table.add_column(column, justify="right" if column in ("#", "val acc", "epochs", "seconds") else "left")
-    for rank, (_index, row) in enumerate(trials.head(top).iterrows(), start=1):
-        detail = row["error"] if row["status"] == "failed" else describe_config(row)
+    for rank, trial in enumerate(shown, start=1):
+        detail = trial.error if trial.status == TrialStatus.FAILED else trial.describe()
         table.add_row(
             str(rank),
-            _number(row["val_accuracy"]),
-            row["status"],
-            str(row["epochs"]),
-            _number(row["seconds"], ".1f"),
-            row["trial_id"],
+            _number(trial.val_accuracy),
+            str(trial.status),
+            str(trial.epochs),
+            _number(trial.seconds, ".1f"),
+            trial.trial_id,
             detail,
         )
     Console().print(table)
     if summary:
-        typer.echo(f"stop reason: {summary['stop_reason']}; model: {summary['model']}")
+        typer.echo(f"stop reason: {summary.stop_reason}; model: {summary.model}")
 
 
-def _number(value: Any, spec: str = ".4f") -> str:
+def _number(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 

@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from automl.atomic import write_atomic
 from automl.data.images import ImageError, ImageInfo, probe_image, verify_image
 from automl.errors import DatasetError
 from automl.paths import resolve_dataset, user_cache_dir
@@ -156,7 +156,7 @@ def scan_dataset(
     `problem` set instead of raising, so that `automl data check` can still list what it found.
     """
     root = Path(root)
-    fractions = {"train": train, "val": val, "test": test}
+    fractions: dict[Split, float] = {"train": train, "val": val, "test": test}
     if any(value <= 0 for value in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise DatasetError(f"split fractions must be positive and sum to 1, got {fractions}")
     _check_root(root)
@@ -384,10 +384,7 @@ class _ScanIndex:
         payload = {"version": _INDEX_VERSION, "files": {name: asdict(e) for name, e in self.entries.items()}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".scan-", suffix=".json")
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(payload, out)
-            os.replace(temp, self.path)
+            write_atomic(self.path, json.dumps(payload))
         except OSError:
             return
 
@@ -397,7 +394,8 @@ def _duplicate_groups(scanned: list[ScannedFile]) -> tuple[list[DuplicateGroup],
     by_sha1: dict[str, list[ScannedFile]] = defaultdict(list)
     for file in scanned:
         by_sha1[file.sha1].append(file)
-    groups, conflicts = [], []
+    groups: list[DuplicateGroup] = []
+    conflicts: list[SkippedFile] = []
     for sha1, files in by_sha1.items():
         if len(files) < 2:
             continue

@@ -110,7 +110,7 @@ def _open(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its warning threshold
         raise ImageError(
-            f"decompression bomb refused: declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, the limit "
+            f"decompression bomb refused: declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, the limit "
             f"is {MAX_PIXELS:,}"
         ) from exc
     except Image.UnidentifiedImageError as exc:

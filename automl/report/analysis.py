@@ -1,5 +1,8 @@
 """What the trials say about the search space: Optuna's parameter importances and per-dimension tables.
 
+The input is `TrialTable.to_frame()`: one row per trial, one `param_<dimension>` column per dimension
+of `automl.dimensions` (continuous ones are binned in the tables, continuous for Optuna).
+
 The per-dimension tables are the reference studies' comparison tables (frozen or not, NN or SVM head,
 SGD or Adam per learning rate): for each value of a dimension, the best and the median validation
 accuracy of the trials that used it. Trials stopped early by the scheduler count with the accuracy
@@ -13,14 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from automl.recipe import FloatRange, SearchSection
+from automl.dimensions import CONTINUOUS as CONTINUOUS_DIMENSIONS
+from automl.runs.trials import PARAM_PREFIX, TrialStatus
+from automl.search.budget import METRIC
 
-METRIC = "val_accuracy"
-PARAM_PREFIX = "param_"
-CONTINUOUS_DIMENSIONS = frozenset(
-    name for name, field in SearchSection.model_fields.items() if field.annotation is FloatRange
-)
-"""The recipe's continuous dimensions (its `FloatRange` fields): binned in the tables, continuous for Optuna."""
 LINEAR_BINS = 4
 """Equal-width bins of a continuous dimension whose values do not span a decade (or include 0)."""
 
@@ -29,7 +28,7 @@ def scored(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that reached a validation accuracy (complete or stopped early), failed ones left out."""
     if trials.empty or METRIC not in trials:
         return trials.iloc[0:0]
-    keep = trials[METRIC].notna() & (trials.get("status", "complete") != "failed")
+    keep = trials[METRIC].notna() & (trials["status"] != TrialStatus.FAILED)
     return trials[keep]
 
 

@@ -10,23 +10,23 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import pandas as pd
 
+from automl.atomic import write_atomic
 from automl.machine import describe as describe_machine
-from automl.paths import write_atomic
 from automl.report import analysis, plots
+from automl.runs import RunFolder, Summary, TestMetrics, TrialTable
 
-REPORT_FILE = "report.html"
 THUMBNAIL_PX = 112
 MAX_THUMBNAILS = 24
 LEADERBOARD_ROWS = 25
@@ -75,28 +75,33 @@ $sections
 
 @dataclass
 class Run:
-    """The files of a run folder the report reads; each may be missing."""
+    """The records of a run folder the report reads; each may be missing (empty)."""
 
-    root: Path
-    summary: dict[str, Any]
+    folder: RunFolder
+    summary: Summary
     metrics: dict[str, Any]
-    trials: pd.DataFrame
+    """metrics.json as `TestMetrics` dumps it (headline fields and every detail)."""
+    trials: TrialTable
 
+    @property
+    def root(self) -> Path:
+        return self.folder.root
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The trials as a table for the statistics (`analysis`): one row per trial, `param_<dimension>` columns."""
+        return self.trials.to_frame()
 
 
 def load_run(root: Path) -> Run:
-    from automl.search.leaderboard import read_trials
+    """The run folder's records; refused with `RunFolderError` when one exists but cannot be read."""
+    from automl.search.tune_state import read_trials
 
-    trials = read_trials(root) if (root / "trials.parquet").is_file() or (root / "tune").is_dir() else pd.DataFrame()
-    if "finished_at" in trials:
-        trials["finished_at"] = pd.to_numeric(trials["finished_at"], errors="coerce")
-    return Run(root, _read_json(root / "summary.json"), _read_json(root / "metrics.json"), trials)
+    folder = RunFolder(root)
+    trials = read_trials(folder) if folder.trials.is_file() or folder.tune.is_dir() else TrialTable()
+    summary = Summary.read(folder.summary) if folder.summary.is_file() else Summary()
+    metrics = TestMetrics.read(folder.metrics).model_dump(mode="json") if folder.metrics.is_file() else {}
+    return Run(folder, summary, metrics, trials)
 
 
 # -- markup helpers ---------------------------------------------------------------------------------
@@ -146,61 +151,60 @@ def _note(text: str) -> str:
 
 def summary_section(run: Run) -> str:
     summary, metrics = run.summary, run.metrics
-    best = summary.get("best", {})
+    best = summary.best
+    validation = best.val_accuracy if best and best.val_accuracy is not None else metrics.get("val_accuracy")
     cards = [
         ("test top-1", _percent(metrics.get("top1"))),
         ("95 % interval", _interval(metrics.get("top1_ci95"))),
         ("test top-5", _percent(metrics.get("top5"))),
-        ("validation accuracy", _percent(best.get("val_accuracy", metrics.get("val_top1")))),
+        ("validation accuracy", _percent(validation)),
         ("test photos", metrics.get("n", "–")),
-        ("trials done", summary.get("trials", {}).get("done", len(run.trials))),
-        ("wall time", f"{summary['wall_seconds']:.0f} s" if "wall_seconds" in summary else "–"),
-        ("stopped by", summary.get("stop_reason", "–")),
+        ("trials done", summary.trials.done if summary.stop_reason else len(run.trials)),
+        ("wall time", f"{summary.wall_seconds:.0f} s" if summary.wall_seconds is not None else "–"),
+        ("stopped by", summary.stop_reason or "–"),
     ]
     html_cards = "".join(f'<div class="card">{_e(name)}<b>{_e(value)}</b></div>' for name, value in cards)
-    config = best.get("config") or {}
+    config = best.config if best else {}
     chosen = ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in config.items())
-    return f'<div class="cards">{html_cards}</div>' + (_note(f"best: {best.get('trial')} — {chosen}") if config else "")
+    trial = best.trial if best else None
+    return f'<div class="cards">{html_cards}</div>' + (_note(f"best: {trial} — {chosen}") if config else "")
 
 
 def leaderboard_section(run: Run) -> str:
-    from automl.search.leaderboard import describe_config
-
-    if run.trials.empty:
+    if not len(run.trials):
         return _note("no trials recorded in this run folder")
-    frame = run.trials.head(LEADERBOARD_ROWS)
     rows = [
         (
             rank + 1,
-            row.get("name", row.get("trial_id")),
-            describe_config(row),
-            row.get("status"),
-            _percent(row.get("val_accuracy")),
-            _percent(row.get("val_top5")),
-            row.get("epochs"),
-            _number(row.get("seconds"), 3),
+            trial.name,
+            trial.describe(),
+            str(trial.status),
+            _percent(trial.val_accuracy),
+            _percent(trial.val_top5),
+            trial.epochs,
+            _number(trial.seconds, 3),
         )
-        for rank, (_, row) in enumerate(frame.iterrows())
+        for rank, trial in enumerate(run.trials.trials[:LEADERBOARD_ROWS])
     ]
     headers = ("#", "trial", "configuration", "status", "val top-1", "val top-5", "epochs", "seconds")
     more = _note(f"best {LEADERBOARD_ROWS} of {len(run.trials)} trials") if len(run.trials) > LEADERBOARD_ROWS else ""
-    chosen = run.summary.get("best", {}).get("trial")
+    chosen = run.summary.best.trial if run.summary.best else None
     best = next((i for i, row in enumerate(rows) if row[1] == chosen), -1)
     return _table(headers, rows, numeric=(0, 4, 5, 6, 7), best=best) + _note("highlighted: the exported model") + more
 
 
 def history_section(run: Run) -> str:
-    frame = analysis.scored(run.trials)
+    frame = analysis.scored(run.frame)
     if frame.empty:
         return _note("no trial reached a validation accuracy")
     frame = frame.sort_values("finished_at", na_position="first") if "finished_at" in frame else frame
-    status = frame["status"].tolist() if "status" in frame else ["complete"] * len(frame)
+    status = frame["status"].tolist()
     uri = plots.history_plot(list(range(1, len(frame) + 1)), frame[analysis.METRIC].tolist(), status)
     return _img(uri, "validation accuracy per trial in finishing order")
 
 
 def importance_section(run: Run) -> str:
-    importances, method = analysis.parameter_importances(run.trials)
+    importances, method = analysis.parameter_importances(run.frame)
     if not importances:
         return _note(f"no importances: {method}")
     uri = plots.bar_plot(list(importances), list(importances.values()), f"importance ({method})")
@@ -214,7 +218,7 @@ def importance_section(run: Run) -> str:
 
 
 def dimensions_section(run: Run) -> str:
-    names = analysis.dimensions(analysis.scored(run.trials))
+    names = analysis.dimensions(analysis.scored(run.frame))
     if not names:
         return _note("no search dimension took more than one value")
     parts = []
@@ -226,7 +230,7 @@ def dimensions_section(run: Run) -> str:
                 _percent(row["best"]),
                 _percent(row["median"]),
             )
-            for row in analysis.dimension_table(run.trials, name)
+            for row in analysis.dimension_table(run.frame, name)
         ]
         parts.append(
             f"<div><h3>{_e(name)}</h3>{_table((name, 'trials', 'best val', 'median val'), rows, (1, 2, 3))}</div>"
@@ -235,7 +239,7 @@ def dimensions_section(run: Run) -> str:
 
 
 def time_section(run: Run) -> str:
-    frame = analysis.scored(run.trials)
+    frame = analysis.scored(run.frame)
     if frame.empty or "seconds" not in frame:
         return _note("no trial timings recorded")
     frame = frame[frame["seconds"].notna()]
@@ -362,25 +366,24 @@ def runtimes_section(run: Run) -> str:
 
 
 def phases_section(run: Run) -> str:
-    phases = run.summary.get("phases") or {}
+    phases = run.summary.phases
     if not phases:
         return _note("no phase timings in summary.json")
-    total = run.summary.get("wall_seconds")
+    total = run.summary.wall_seconds
     rows = [(name, f"{seconds:.1f}", _percent(seconds / total) if total else "–") for name, seconds in phases.items()]
     uri = plots.bar_plot(list(phases), list(phases.values()), "seconds")
-    cache = run.summary.get("cache") or {}
+    cache = run.summary.cache
     cache_note = (
-        _note(f"bottleneck cache: {cache.get('cache_hits', 0)} hits, {cache.get('cache_misses', 0)} computed")
-        if cache
-        else ""
+        _note(f"bottleneck cache: {cache.cache_hits} hits, {cache.cache_misses} computed") if cache is not None else ""
     )
     table = _table(("phase", "seconds", "share"), rows, (1, 2))
     return f'<div class="grid">{_img(uri, "phase timings")}{table}</div>{cache_note}'
 
 
 def machine_section(run: Run) -> str:
-    info = run.summary.get("machine") or describe_machine()
-    where = "the machine that ran the search" if run.summary.get("machine") else "the machine that wrote this report"
+    recorded = run.summary.machine
+    info: dict[str, Any] = dict(recorded) if recorded else describe_machine()
+    where = "the machine that ran the search" if recorded else "the machine that wrote this report"
     rows = [
         ("CPU", info.get("cpu")),
         ("cores", info.get("cores")),
@@ -410,7 +413,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
 
 
 def render_report(run: Run) -> str:
-    title = f"automl run {run.summary.get('recipe') or run.root.name}"
+    title = f"automl run {run.summary.recipe or run.root.name}"
     sections = "\n".join(
         f'<section id="{sid}"><h2>{_e(heading)}</h2>{build(run)}</section>' for sid, heading, build in SECTIONS
     )
@@ -423,11 +426,10 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write `run_dir/report.html` (atomically) from the run folder's files and return its path."""
     from automl.errors import InputError
 
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise InputError(f"{root}: not a folder", hint="give the run folder a search printed")
-    if not any((root / name).exists() for name in ("summary.json", "metrics.json", "trials.parquet", "tune")):
-        raise InputError(f"{root}: not a run folder (no summary.json, metrics.json or trials)")
-    target = root / REPORT_FILE
-    write_atomic(target, render_report(load_run(root)))
-    return target
+    folder = RunFolder(Path(run_dir))
+    if not folder.root.is_dir():
+        raise InputError(f"{folder.root}: not a folder", hint="give the run folder a search printed")
+    if not folder.is_run():
+        raise InputError(f"{folder.root}: not a run folder (no {folder.recipe.name})", hint="give a folder under runs/")
+    write_atomic(folder.report, render_report(load_run(folder.root)))
+    return folder.report

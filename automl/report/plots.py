@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl.runs.trials import TrialStatus
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-STATUS_COLOURS = {"complete": "#2b6cb0", "pruned": "#a0aec0", "failed": "#e53e3e"}
+STATUS_COLOURS = {TrialStatus.COMPLETE: "#2b6cb0", TrialStatus.PRUNED: "#a0aec0", TrialStatus.FAILED: "#e53e3e"}
 
 
 def new_figure(width: float = 6.4, height: float = 3.4) -> Figure:
@@ -41,7 +43,8 @@ def history_plot(order: Sequence[int], accuracy: Sequence[float], status: Sequen
     for name, colour in STATUS_COLOURS.items():
         points = [(o, a) for o, a, s in zip(order, accuracy, status, strict=True) if s == name]
         if points:
-            axes.scatter(*zip(*points, strict=True), s=18, color=colour, label=name)
+            x, y = zip(*points, strict=True)
+            axes.scatter(x, y, s=18, color=colour, label=name)
     best = np.maximum.accumulate(np.nan_to_num(np.asarray(accuracy, dtype=float), nan=0.0))
     axes.step(order, best, where="post", color="#dd6b20", label="best so far")
     axes.set(xlabel="trial (finishing order)", ylabel="validation accuracy")
@@ -66,7 +69,8 @@ def time_plot(seconds: Sequence[float], accuracy: Sequence[float], groups: Seque
     axes = figure.add_subplot()
     for group in sorted(set(groups)):
         points = [(s, a) for s, a, g in zip(seconds, accuracy, groups, strict=True) if g == group]
-        axes.scatter(*zip(*points, strict=True), s=18, label=group)
+        x, y = zip(*points, strict=True)
+        axes.scatter(x, y, s=18, label=group)
     axes.set(xlabel="training time of the trial (s)", ylabel="validation accuracy")
     axes.legend(title="head", fontsize="small")
     axes.grid(alpha=0.3)
@@ -75,12 +79,14 @@ def time_plot(seconds: Sequence[float], accuracy: Sequence[float], groups: Seque
 
 def histogram_plot(edges: Sequence[int], counts: Sequence[int]) -> str:
     """Classes per 10 % bin of per-class accuracy, as the studies plotted it."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = new_figure(height=2.8)
     axes = figure.add_subplot()
     labels = [f"{lo}–{hi}" for lo, hi in itertools.pairwise(edges)]
     axes.bar(labels, counts, color="#2b6cb0")
     axes.set(xlabel="per-class accuracy (%)", ylabel="classes")
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="x", labelsize="small")
     return data_uri(figure)
 

@@ -1,4 +1,10 @@
-"""The features every trial trains on: cached activations, computed once in the driver, shared read-only.
+"""The features a recipe needs (`FeaturePlan`), and those every trial trains on, shared read-only.
+
+`FeaturePlan` is the one answer to "which cached features does this job read?": for a search, every
+(backbone, cut) its space can propose plus cut `all` of the first backbone (the baseline), of the train
+and val photos only (no trial reads the test split); for the learning curve and the benchmark, one
+backbone's pooled vectors (cut `all`) of the splits they score. `automl cache build` fills exactly the
+search's plan, so the search that follows computes nothing.
 
 The driver ensures the bottleneck cache for every (backbone, cut) the space can propose, loads the train
 and val rows into one `FeatureSet`, and the search puts that set into Ray's object store once
@@ -9,7 +15,7 @@ decodes a photo or runs the frozen part of a backbone.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +25,68 @@ from automl.errors import AutomlError
 
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
-    from automl.data.dataset import Dataset, ImageRecord, SkippedFile
+    from automl.cache import BottleneckCache, ExtractStats
+    from automl.cache.distributed import Executor
+    from automl.data.dataset import Dataset, ImageRecord, SkippedFile, Split
+    from automl.recipe import SearchSection
+    from automl.runs.records import CacheUse
     from automl.train import TrialData
 
-TRIAL_SPLITS = ("train", "val")
+TRIAL_SPLITS: tuple[Split, ...] = ("train", "val")
+POOLED = "all"
+"""The cut of pooled vectors: the baseline's, the learning curve's and the benchmark's."""
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Which cached features a job reads: for each backbone its cuts, of the photos of `splits`."""
+
+    cuts: Mapping[str, tuple[str, ...]]
+    splits: tuple[Split, ...]
+
+    @classmethod
+    def for_search(cls, search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> FeaturePlan:
+        """A search's: the cuts its space offers per backbone, `all` for the first (the baseline), train + val."""
+        from automl.search.space import offered_cuts
+
+        cuts = dict(offered_cuts(search, cut_points))
+        first = search.backbones[0]
+        cuts[first] = tuple(dict.fromkeys((POOLED, *cuts[first])))
+        return cls(cuts=cuts, splits=TRIAL_SPLITS)
+
+    @classmethod
+    def pooled(cls, backbone: str, splits: Sequence[Split]) -> FeaturePlan:
+        """One backbone's pooled vectors of `splits` (the learning curve, the benchmark's training)."""
+        return cls(cuts={backbone: (POOLED,)}, splits=tuple(splits))
+
+    def records(self, dataset: Dataset) -> list[ImageRecord]:
+        return [record for split in self.splits for record in dataset.split(split)]
+
+    def ensure(
+        self,
+        cache: BottleneckCache,
+        backbones: Mapping[str, Backbone],
+        weights: str,
+        dataset: Dataset,
+        *,
+        progress: bool = True,
+        executor: Executor = "auto",
+        batch_size: int = 32,
+    ) -> dict[str, ExtractStats]:
+        """Compute what the cache lacks of this plan; what each backbone's `ensure` did."""
+        records = self.records(dataset)
+        return {
+            name: cache.ensure(
+                backbones[name],
+                weights,
+                list(cuts),
+                records,
+                progress=progress,
+                executor=executor,
+                batch_size=batch_size,
+            )
+            for name, cuts in self.cuts.items()
+        }
 
 
 @dataclass
@@ -74,59 +138,60 @@ class FeatureReport:
     failed: list[SkippedFile] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seconds": round(self.seconds, 2),
-            "cache_hits": self.reused,
-            "cache_misses": self.computed,
-            "failed": [{"file": str(f.path), "reason": f.reason} for f in self.failed],
-            "repaired": self.repaired,
-        }
+    def to_record(self) -> CacheUse:
+        """summary.json's `cache`."""
+        from automl.runs.records import CacheUse, UnreadableFile
+
+        return CacheUse(
+            seconds=round(self.seconds, 2),
+            cache_hits=self.reused,
+            cache_misses=self.computed,
+            failed=[UnreadableFile(file=str(f.path), reason=f.reason) for f in self.failed],
+            repaired=self.repaired,
+        )
 
 
 def prepare_features(
     dataset: Dataset,
     backbones: Mapping[str, Backbone],
-    cuts_by_backbone: Mapping[str, Sequence[str]],
+    plan: FeaturePlan,
     weights: str,
     cache_root: str,
     *,
     progress: bool = True,
-) -> tuple[FeatureSet, FeatureReport, list[ImageRecord]]:
-    """Ensure the cache for every (backbone, cut) of the train and val photos once and load them.
+) -> tuple[FeatureSet, FeatureReport]:
+    """Ensure the cache for the plan (every (backbone, cut) of the train and val photos) once and load it.
 
     The test photos are not extracted: no trial reads them, and the final evaluation runs the exported
     model on their pixels anyway (reporting any it cannot read), so extracting them would decode them and
-    run the backbone on them twice. Returns the feature set, what it cost, and the test records. Train or
-    val images any backbone failed to read are dropped from both splits, so all trials see the same rows
-    whatever backbone they pick.
+    run the backbone on them twice. Returns the feature set and what it cost. Train or val images any
+    backbone failed to read are dropped from both splits, so all trials see the same rows whatever
+    backbone they pick.
     """
     from automl.cache import BottleneckCache
 
     started = time.perf_counter()
     cache = BottleneckCache(cache_root)
     report = FeatureReport()
-    trial_records = [record for split in TRIAL_SPLITS for record in dataset.split(split)]
-    for name, cuts in cuts_by_backbone.items():
-        stats = cache.ensure(backbones[name], weights, list(cuts), trial_records, progress=progress)
+    for stats in plan.ensure(cache, backbones, weights, dataset, progress=progress).values():
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)
         report.repaired.extend(stats.repaired)
     unreadable = {skipped.path for skipped in report.failed}
-    records = {split: [r for r in dataset.split(split) if r.path not in unreadable] for split in TRIAL_SPLITS}
-    for split in TRIAL_SPLITS:
+    records = {split: [r for r in dataset.split(split) if r.path not in unreadable] for split in plan.splits}
+    for split in plan.splits:
         if not records[split]:
             raise AutomlError(f"{dataset.root}: no readable images in the {split} split; the search cannot run")
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    for name, cuts in cuts_by_backbone.items():
+    for name, cuts in plan.cuts.items():
         for cut in cuts:
             features = cache.load_splits(
-                backbones[name], weights, cut, {split: [r.sha1 for r in records[split]] for split in TRIAL_SPLITS}
+                backbones[name], weights, cut, {split: [r.sha1 for r in records[split]] for split in plan.splits}
             )
             arrays[FeatureSet.key(name, cut)] = {
-                **{f"x_{split}": features[split] for split in TRIAL_SPLITS},
-                **{f"y_{split}": np.array([r.label for r in records[split]], dtype=np.int32) for split in TRIAL_SPLITS},
+                **{f"x_{split}": features[split] for split in plan.splits},
+                **{f"y_{split}": np.array([r.label for r in records[split]], dtype=np.int32) for split in plan.splits},
             }
     report.seconds = time.perf_counter() - started
-    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes)), report, dataset.split("test")
+    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes)), report

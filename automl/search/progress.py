@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from automl.search.layout import METRIC
-from automl.search.leaderboard import best_trial, collect_trials, counts, describe_config
+from automl.runs.folder import RunFolder
+from automl.search.tune_state import collect_trials
 
 POLL_S = 2.0
 LOG_EVERY_S = 30.0
 
 
 class SearchProgress:
-    """`with SearchProgress(run_dir, deadline, console): tuner.fit()` shows trials, best so far, time left."""
+    """`with SearchProgress(folder, deadline, console): tuner.fit()` shows trials, best so far, time left."""
 
-    def __init__(self, run_dir: Path, deadline: float, console: Console) -> None:
-        self.run_dir = run_dir
+    def __init__(self, folder: RunFolder, deadline: float, console: Console) -> None:
+        self.folder = folder
         self.deadline = deadline
         self.console = console
         self._stop = threading.Event()
@@ -42,16 +41,16 @@ class SearchProgress:
         self._thread.join(timeout=10)
 
     def line(self) -> Text:
-        trials = collect_trials(self.run_dir)
-        n = counts(trials)
+        trials = collect_trials(self.folder)
+        n = trials.counts()
         left = max(0.0, self.deadline - time.time())
         text = Text()
-        text.append(f"trials {n['done']} done", style="bold")
-        text.append(f" · {n['running']} running · {n['failed']} failed", style="dim" if not n["failed"] else "red")
-        best = best_trial(trials)
-        if best is not None:
-            text.append(f" │ best {best[METRIC]:.4f} ", style="bold green")
-            text.append(describe_config(best))
+        text.append(f"trials {n.done} done", style="bold")
+        text.append(f" · {n.running} running · {n.failed} failed", style="dim" if not n.failed else "red")
+        best = trials.best()
+        if best is not None and best.val_accuracy is not None:
+            text.append(f" │ best {best.val_accuracy:.4f} ", style="bold green")
+            text.append(best.describe())
         text.append(f" │ {int(left // 60)}:{int(left % 60):02d} left", style="cyan")
         return text
 

@@ -1,10 +1,10 @@
 """The search space of a recipe, as an Optuna define-by-run function, and the sampler that explores it.
 
-The space is conditional: the cut points offered depend on the backbone chosen (a backbone's own cut
-points ∩ the recipe's `cuts`), the head's own dimensions exist only for that head (`mlp_hidden` and
-`dropout` for `mlp`, `svm_c` for `svm`) and the optimizer's only for that optimizer (`epsilon` for Adam,
-`momentum` for SGD). A dimension with one value is fixed: it is returned as a constant, never sampled,
-so it costs the sampler nothing.
+The dimensions are declared in `automl.dimensions`. The space is conditional: the cut points offered
+depend on the backbone chosen (a backbone's own cut points ∩ the recipe's `cuts`), the head's own
+dimensions exist only for that head (`mlp_hidden` and `dropout` for `mlp`, `svm_c` for `svm`) and the
+optimizer's only for that optimizer (`epsilon` for Adam, `momentum` for SGD). A dimension with one
+value is fixed: it is returned as a constant, never sampled, so it costs the sampler nothing.
 
 Samplers: `tpe` (default) and `random` sample continuous ranges directly. `grid` tries every distinct
 configuration once; since a grid needs finite dimensions, each continuous range that is not fixed is
@@ -20,10 +20,11 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 
+from automl.dimensions import DIMENSIONS
 from automl.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -47,26 +48,24 @@ class SearchSpace:
         return self.search.sampler == "grid"
 
     def __call__(self, trial: optuna.Trial) -> Config:
-        """Define-by-run: suggest the varying dimensions on `trial`; return the whole configuration."""
-        s = self.search
+        """Define-by-run: suggest the varying dimensions on `trial`; return the whole configuration.
+
+        The dimensions are `automl.dimensions.DIMENSIONS`, in their order, each when its condition holds;
+        the cuts are those the chosen backbone offers.
+        """
         config: Config = {}
-        backbone = self._choose(trial, config, "backbone", list(self.cuts_by_backbone))
-        self._choose(trial, config, "cut", list(self.cuts_by_backbone[backbone]), name=self._cut_param(backbone))
-        head = self._choose(trial, config, "head", s.heads)
-        if head == "mlp":
-            self._choose(trial, config, "mlp_hidden", s.mlp_hidden)
-            self._choose(trial, config, "dropout", s.dropout)
-        elif head == "svm":
-            self._range(trial, config, "svm_c", s.svm_c)
-        optimizer = self._choose(trial, config, "optimizer", s.optimizers)
-        self._range(trial, config, "learning_rate", s.learning_rate)
-        if optimizer == "adam":
-            self._range(trial, config, "epsilon", s.epsilon)
-        else:
-            self._range(trial, config, "momentum", s.momentum)
-        self._choose(trial, config, "batch_size", s.batch_size)
-        config["epochs"] = s.epochs
-        config["seed"] = s.seed
+        for dimension in DIMENSIONS:
+            if not dimension.applies(config):
+                continue
+            if dimension.name == "cut":
+                backbone = config["backbone"]
+                self._choose(trial, config, "cut", self.cuts_by_backbone[backbone], name=self._cut_param(backbone))
+            elif dimension.kind == "choice":
+                self._choose(trial, config, dimension.name, getattr(self.search, dimension.recipe_field))
+            else:
+                self._range(trial, config, dimension.name, getattr(self.search, dimension.recipe_field))
+        config["epochs"] = self.search.epochs
+        config["seed"] = self.search.seed
         return config
 
     def _cut_param(self, backbone: str) -> str:
@@ -110,7 +109,7 @@ class SearchSpace:
         """Every distinct configuration of a grid search, in the order a depth-first walk finds them."""
         if not self.grid:
             raise ValueError("only a grid has a finite list of configurations")
-        return [self(trial) for trial in _walk_choices()]
+        return [self(cast("optuna.Trial", trial)) for trial in _walk_choices()]
 
 
 def grid_values(bounds: FloatRange) -> list[float]:
@@ -124,8 +123,8 @@ def grid_values(bounds: FloatRange) -> list[float]:
     return [float(f"{bounds.low + (bounds.high - bounds.low) * i / steps:.6g}") for i in range(GRID_POINTS)]
 
 
-def build_space(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> SearchSpace:
-    """The space for the recipe's `search` section, given each backbone's own cut point names.
+def offered_cuts(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    """Per backbone, the recipe's cuts it offers (given each backbone's own cut point names).
 
     A backbone offering none of the recipe's cuts is an error naming both lists, not a silent drop.
     """
@@ -139,7 +138,12 @@ def build_space(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) 
                 hint=f"it offers {sorted(offered)}; add one of them to search.cuts",
             )
         cuts_by_backbone[backbone] = cuts
-    return SearchSpace(search=search, cuts_by_backbone=cuts_by_backbone)
+    return cuts_by_backbone
+
+
+def build_space(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> SearchSpace:
+    """The space for the recipe's `search` section, given each backbone's own cut point names."""
+    return SearchSpace(search=search, cuts_by_backbone=offered_cuts(search, cut_points))
 
 
 class GridSampler(optuna.samplers.BruteForceSampler):

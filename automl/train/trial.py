@@ -98,7 +98,7 @@ class TrialResult:
         meta = {k: v for k, v in asdict(self).items() if k != "weights"}
         arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
         with path.open("wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # stub: ** vs allow_pickle
         return path
 
     @classmethod

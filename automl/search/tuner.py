@@ -1,4 +1,5 @@
-"""Ray Tune runs the trials: Optuna proposes, ASHA (or FIFO) stops poor trials, budgets end the search.
+"""The Tune wiring: the trainable (one trial) and the Tuner that runs them (Optuna proposes, ASHA or FIFO
+stops poor trials, `automl.search.budget` ends the search).
 
 Layout of the Tune experiment: `<run>/tune/search/` (Tune's CSV, JSON and TensorBoard logs per trial,
 its experiment state, and one checkpoint per finished trial holding the trained weights).
@@ -13,10 +14,8 @@ deadline (their time limit is the time left), so the last trials of a search sti
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Stopper
 
-from automl.search.layout import METRIC, RESULT_FILE, RunLayout
+from automl.runs.folder import RESULT_FILE, RunFolder
+from automl.search.budget import METRIC, SearchBudget, trial_count
 from automl.search.space import SearchSpace
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid
+    from ray.tune.experiment import Trial
 
     from automl.recipe import Recipe
     from automl.search.features import FeatureSet
@@ -38,9 +39,6 @@ ASHA_REDUCTION = 3
 EXPERIMENT_STATE_PERIOD_S = "1"
 """How often Tune saves its experiment state: a driver killed within this window of a trial's end may
 re-run that trial on resume (Tune's default, 10 s or more, would widen the window)."""
-STOP_GRACE_S = 10.0
-"""Trials end themselves at the deadline, after the epoch that passes it, with a final report carrying
-their weights; the search stops all trials only this long after the deadline, so that report gets in."""
 MAX_TRIAL_RETRIES = 1
 """A trial whose worker dies (or that raises) is retried once, then recorded as failed."""
 
@@ -54,19 +52,9 @@ class TrialSettings:
 
     cpus: float
     weights: str
-    deadline: float
-    """Wall-clock time (time.time()) by which trials must have ended."""
+    budget: SearchBudget
+    """The search's budget when the trials started: its deadline and target."""
     trial_time: float | None
-    target_accuracy: float | None
-
-
-@dataclass
-class SearchBudget:
-    """The budgets the driver checks while Tune runs: the deadline, and whether the target was reached."""
-
-    deadline: float
-    target_accuracy: float | None
-    target_reached: bool = False
 
 
 def automl_trial(config: dict[str, Any], features: FeatureSet, settings: TrialSettings) -> None:
@@ -81,15 +69,15 @@ def automl_trial(config: dict[str, Any], features: FeatureSet, settings: TrialSe
     backbone, cut = config["backbone"], config["cut"]
     rest = None if cut == "all" else _trainable_rest(backbone, settings.weights, cut)
     data = features.trial_data(backbone, cut, rest)
-    target = settings.target_accuracy
+    target = settings.budget.target_accuracy
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report({**metrics, "node_id": node_id, "final": False})
         if target is not None and metrics[METRIC] >= target:
             raise StopTrial
 
-    limits = [settings.deadline - time.time(), settings.trial_time or math.inf]
-    result = train_trial(_train_config(config), data, report, time_limit=max(0.0, min(limits)))
+    time_limit = settings.budget.time_limit(settings.trial_time)
+    result = train_trial(_train_config(config), data, report, time_limit=time_limit)
     with tempfile.TemporaryDirectory() as folder:
         result.save(Path(folder) / RESULT_FILE)
         tune.report(
@@ -127,14 +115,14 @@ def _trainable_rest(name: str, weights: str, cut: str) -> Any:
     return get_backbone(name).trainable_rest(_backbone_model(name, weights), cut)
 
 
-def trial_name(trial: Any) -> str:
+def trial_name(trial: Trial) -> str:
     """Readable, unique trial names: backbone, cut, head, optimizer, id (`efficientnet_lite0-all-mlp-adam-40b1a405`)."""
     parts = [trial.config.get(key, "?") for key in ("backbone", "cut", "head", "optimizer")]
     return "-".join([*map(str, parts), trial.trial_id])
 
 
 class BudgetStopper(Stopper):
-    """Stops the whole search `STOP_GRACE_S` after the deadline, or when a finished trial reached the target.
+    """Stops the whole search when its `SearchBudget` says so (the deadline passed, or the target was reached).
 
     Tune pickles its stopper into the experiment state and, on resume, restores that copy; so this
     object keeps only the run folder and looks the live budget up in the driver (`_BUDGETS`): a
@@ -145,15 +133,11 @@ class BudgetStopper(Stopper):
         self.run_key = run_key
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        budget = _BUDGETS[self.run_key]
-        target = budget.target_accuracy
-        if result.get("final") and target is not None and result.get(METRIC, 0.0) >= target:
-            budget.target_reached = True
+        _BUDGETS[self.run_key].observe(result)
         return False
 
     def stop_all(self) -> bool:
-        budget = _BUDGETS[self.run_key]
-        return budget.target_reached or time.time() >= budget.deadline + STOP_GRACE_S
+        return _BUDGETS[self.run_key].stop_all()
 
 
 def run_trials(
@@ -179,15 +163,14 @@ def run_trials(
     settings = TrialSettings(
         cpus=resources.cpus_per_trial,
         weights=recipe.search.weights,
-        deadline=budget.deadline,
+        budget=budget,
         trial_time=recipe.budget.trial_time,
-        target_accuracy=budget.target_accuracy,
     )
     trainable = tune.with_resources(
         tune.with_parameters(automl_trial, features=features, settings=settings),
         {"cpu": resources.cpus_per_trial},
     )
-    path = RunLayout(run_dir).experiment
+    path = RunFolder(run_dir).experiment
     if resume:
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
         return tuner.fit()
@@ -212,14 +195,6 @@ def run_trials(
         ),
     )
     return tuner.fit()
-
-
-def trial_count(recipe: Recipe, space: SearchSpace) -> int:
-    """Trials to run: the recipe's budget, capped by the grid's size; -1 (no limit) when neither applies."""
-    limits = [recipe.budget.trials] if recipe.budget.trials else []
-    if space.grid:
-        limits.append(len(space.configurations()))
-    return min(limits) if limits else -1
 
 
 def _scheduler(recipe: Recipe) -> Any:

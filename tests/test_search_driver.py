@@ -20,8 +20,8 @@ import pytest
 
 from automl.data.dataset import Dataset
 from automl.recipe import load_recipe
-from automl.search.layout import RunLayout
-from automl.search.leaderboard import collect_trials
+from automl.runs import RunFolder, TrialStatus, TrialTable
+from automl.search.tune_state import collect_trials
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,7 @@ def _wait_for_complete_trials(runs: Path, count: int, process: subprocess.Popen,
     while time.time() < deadline:
         assert process.poll() is None, f"the search ended early: {process.stderr.read().decode()[-2000:]}"
         for run in runs.glob("*/"):
-            trials = collect_trials(run)
-            if not trials.empty and (trials["status"] == "complete").sum() >= count:
+            if len(collect_trials(RunFolder(run)).get([TrialStatus.COMPLETE])) >= count:
                 return run
         time.sleep(0.5)
     raise AssertionError(f"no {count} complete trials within {timeout} s")
@@ -72,10 +71,10 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports
     moved = shutil.copytree(run, tmp_path / "moved" / run.name)
     refused = subprocess.run(_automl("search", str(recipe), "--resume", str(moved)), env=env, capture_output=True)
     assert refused.returncode == 2 and f"started in {run}" in refused.stderr.decode(), refused.stderr.decode()[-2000:]
-    before = collect_trials(run)
-    finished = before[before["status"] == "complete"]
-    saved = {name: (RunLayout(run).experiment / name / "result.json").read_bytes() for name in finished["name"]}
-    assert len(saved) >= 2 and not RunLayout(run).summary.exists()
+    folder = RunFolder(run)
+    finished = collect_trials(folder).get([TrialStatus.COMPLETE])
+    saved = {trial.name: (folder.experiment / trial.name / "result.json").read_bytes() for trial in finished}
+    assert len(saved) >= 2 and not folder.summary.exists()
 
     resumed = subprocess.run(
         _automl("search", str(recipe), "--resume", str(run), "--json"), env=env, capture_output=True, timeout=420
@@ -84,11 +83,11 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports
     summary = json.loads(resumed.stdout.decode().strip().splitlines()[-1])
 
     # every trial of the budget ran, the ones finished before the kill were kept and not run again
-    after = collect_trials(run)
-    assert len(after) == TRIALS and after["trial_id"].is_unique
-    assert (after["status"] == "complete").all()
+    after = collect_trials(folder)
+    assert len(after) == TRIALS and len({trial.trial_id for trial in after}) == TRIALS
+    assert after.counts().complete == TRIALS
     for name, result_lines in saved.items():
-        assert (RunLayout(run).experiment / name / "result.json").read_bytes() == result_lines, f"{name} re-ran"
+        assert (folder.experiment / name / "result.json").read_bytes() == result_lines, f"{name} re-ran"
     assert summary["trials"]["done"] == TRIALS and summary["stop_reason"] == "trials"
 
     # the resumed search found every feature in the cache the first run built
@@ -97,19 +96,16 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports
     assert summary["cache"]["cache_misses"] == 0 and summary["cache"]["cache_hits"] >= photos - 2
 
     # the run folder: model, labels, metrics, trials table with the baseline, recipe; best ≥ baseline
-    layout = RunLayout(run)
-    assert (layout.model / "model.keras").is_file() and json.loads(layout.labels.read_text()) == list(CLASSES)
+    assert (folder.model / "model.keras").is_file() and json.loads(folder.labels.read_text()) == list(CLASSES)
     assert summary["best"]["val_accuracy"] >= summary["baseline"]["val_accuracy"]
-    import pandas as pd
-
-    table = pd.read_parquet(layout.trials, engine="fastparquet")
-    assert len(table) == TRIALS + 1 and table["baseline"].sum() == 1
-    assert {"param_backbone", "param_cut", "param_head", "param_optimizer", "epoch_val_accuracy"} <= set(table)
-    metrics = json.loads(layout.metrics.read_text())
+    table = TrialTable.read(folder.trials)
+    assert len(table) == TRIALS + 1 and sum(trial.baseline for trial in table) == 1
+    assert all({"backbone", "cut", "head", "optimizer"} <= set(trial.params) and trial.history for trial in table)
+    metrics = json.loads(folder.metrics.read_text())
     assert summary["best"]["test_top1"] == metrics["top1"] and metrics["top1"] >= 0.8
 
     status = subprocess.run(_automl("status", str(run), "--json"), env=env, capture_output=True, timeout=60)
-    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["complete"] == TRIALS + 1
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["complete"] == TRIALS, "baseline apart"
 
     # a fresh process reloads the exported model and reproduces metrics.json on the test photos
     check = subprocess.run([sys.executable, "-c", RELOAD, str(run)], env=env, capture_output=True, timeout=180)

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from tune_helpers import run_tune, tune_recipe
 
+from automl.runs import RunFolder
+from automl.search.budget import STOP_GRACE_S, SearchBudget
 from automl.search.features import FeatureSet
-from automl.search.leaderboard import collect_trials
-from automl.search.runner import STOP_GRACE_S, SearchBudget
+from automl.search.tune_state import collect_trials
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def test_target_accuracy_stops_the_search_with_the_trial_that_reached_it(tmp_pat
         tmp_path, "{backbones: lite_a, epochs: 10, scheduler: fifo}", "{trials: 40, target_accuracy: 0.9}"
     )
     budget = SearchBudget(deadline=time.time() + 300, target_accuracy=0.9)
-    trials = collect_trials(run_tune(tmp_path, recipe, _features(2000), budget))
+    trials = collect_trials(RunFolder(run_tune(tmp_path, recipe, _features(2000), budget))).to_frame()
     assert budget.target_reached
     assert len(trials) < 40, "the search stopped before its trial budget"
     reached = trials[(trials["status"] == "complete") & (trials["val_accuracy"] >= 0.9)]
@@ -55,7 +56,7 @@ def test_the_deadline_ends_the_search_and_trials_end_themselves_before_it(tmp_pa
     recipe = tune_recipe(tmp_path, "{backbones: lite_a, epochs: 200, scheduler: asha}", "{trials: 500}")
     budget = SearchBudget(deadline=time.time() + 30, target_accuracy=None)
     started = time.time()
-    trials = collect_trials(run_tune(tmp_path, recipe, _features(3000), budget))
+    trials = collect_trials(RunFolder(run_tune(tmp_path, recipe, _features(3000), budget))).to_frame()
     seconds = time.time() - started
     assert seconds < 30 + STOP_GRACE_S + 5, f"the search ran {seconds - 30:.0f} s past its 30 s deadline"
     assert 0 < len(trials) < 500

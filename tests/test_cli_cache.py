@@ -36,19 +36,22 @@ def _automl(*args: str) -> subprocess.Popen[str]:
 @pytest.mark.slow
 def test_two_concurrent_builds_both_succeed_and_leave_one_valid_cache(tmp_path: Path, animals10: Path) -> None:
     cache = tmp_path / "cache"
-    recipe = _recipe(tmp_path, animals10, cache)
+    recipe = _recipe(tmp_path, animals10, cache, max_per_class=8)  # 80 photos: some fall in the test split
     builds = [_automl("cache", "build", str(recipe), "--json") for _ in range(2)]
     outputs = [build.communicate(timeout=300) for build in builds]
     for build, (_out, err) in zip(builds, outputs, strict=True):
         assert build.returncode == 0, err[-2000:]
     reports = [json.loads(out)["backbones"][0] for out, _err in outputs]
 
+    dataset = Dataset.from_recipe(load_recipe(recipe).data)
+    searched = {record.sha1 for split in ("train", "val") for record in dataset.split(split)}
     images = reports[0]["computed"] + reports[0]["reused"]
-    assert images == 20
+    assert images == reports[0]["images"] == len(searched) < len(dataset.records), "no test photo: no trial reads it"
+    assert reports[0]["cuts"] == ["all"] and reports[0]["splits"] == ["train", "val"]
     assert sorted(r["computed"] for r in reports) == [0, images]  # the lock made the second one reuse
     parts = PartStore(cache).parts()
     sha1s = [sha1 for part in parts for sha1 in PartStore(cache).sha1s(part)]
-    assert len(sha1s) == len(set(sha1s)) == images  # no duplicate rows
+    assert len(sha1s) == len(set(sha1s)) == images and set(sha1s) == searched  # no duplicate rows
     verify = subprocess.run(
         [sys.executable, "-m", "automl", "cache", "verify", "--cache", str(cache), "--json"],
         capture_output=True,
@@ -83,5 +86,5 @@ def test_a_killed_build_leaves_a_valid_cache_that_the_next_build_completes(
     assert stats.computed + stats.reused == total and stats.repaired == []
     store = PartStore(cache)
     assert store.check_all(delete=False) == []
-    sha1s = [sha1 for part in store.parts() for sha1 in store.sha1s(part)]
+    sha1s = [sha1 for part in store.parts() if part.manifest.cut == "none" for sha1 in store.sha1s(part)]
     assert len(sha1s) == len(set(sha1s)) == total  # no row computed twice

@@ -1,0 +1,124 @@
+"""summary.json and metrics.json as typed records: what a search concluded, and its model's test metrics.
+
+One name per quantity across both files: the exported trial's validation accuracy is `val_accuracy`
+(metrics.json called it `val_top1` before 2026-11-30; that name is still read). Reading a file written
+by an older automl fills what it lacks with None; a file this version cannot read is refused with a
+`RunFolderError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from automl.atomic import write_atomic
+from automl.dimensions import Value
+from automl.runs.folder import RunFolderError
+from automl.runs.trials import TrialCounts
+
+StopReason = Literal["time", "trials", "target_accuracy", "search_space", "interrupted"]
+Config = dict[str, Value]
+"""A trial's whole configuration: its dimensions plus `epochs` and `seed`."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def write(self, path: Path) -> None:
+        """The record as JSON at `path`, atomically."""
+        write_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """The record in `path`; `RunFolderError` naming the file and the key when it cannot be read."""
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            problem = exc.errors()[0] if isinstance(exc, ValidationError) else None
+            where = f" at {'.'.join(map(str, problem['loc']))}: {problem['msg']}" if problem else f": {exc}"
+            raise RunFolderError(
+                f"{path}: not a readable {cls.__name__} record{where}",
+                hint="it may be damaged, or written by a newer automl; `automl report` still shows the other files",
+            ) from exc
+
+
+class BestTrial(_Record):
+    trial: str
+    config: Config = Field(default_factory=dict)
+    val_accuracy: float | None = None
+    test_top1: float | None = None
+    test_top1_ci95: tuple[float, float] | None = None
+    test_top5: float | None = None
+
+
+class BaselineResult(_Record):
+    config: Config
+    val_accuracy: float
+
+
+class UnreadableFile(_Record):
+    file: str
+    reason: str
+
+
+class CacheUse(_Record):
+    """What preparing the features cost: hits are cached rows reused, misses rows computed."""
+
+    seconds: float | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
+    failed: list[UnreadableFile] = Field(default_factory=list)
+    repaired: list[str] = Field(default_factory=list)
+
+
+class RayCluster(_Record):
+    address: str | None = None
+    dashboard: str | None = None
+    nodes: int = 1
+
+
+class Summary(_Record):
+    """summary.json, also what `automl search --json` prints (README: "The summary")."""
+
+    run_dir: str | None = None
+    recipe: str | None = None
+    stop_reason: StopReason | None = None
+    wall_seconds: float | None = None
+    budget_seconds: float | None = None
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    best: BestTrial | None = None
+    baseline: BaselineResult | None = None
+    feature_seconds: float | None = None
+    cache: CacheUse | None = None
+    phases: dict[str, float] = Field(default_factory=dict)
+    """Seconds per phase of the search, in order (`ray_start`, `features`, `baseline`, `trials`, ...)."""
+    model: str | None = None
+    ray: RayCluster | None = None
+    machine: dict[str, JsonValue] | None = None
+    """`automl.machine.describe()` of the machine that ran the search, when recorded."""
+
+
+class TestMetrics(_Record):
+    """metrics.json: the exported model on the test split (`automl.evaluate.evaluate_run`).
+
+    The headline numbers are typed here; every other key `automl.metrics.classification_metrics` and
+    the runtime checks write (per_class, confusion, runtimes, ...) is kept as it is (`model_extra`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    __test__ = False  # not a pytest class
+
+    split: str = "test"
+    n: int = 0
+    top1: float | None = None
+    top5: float | None = None
+    top1_ci95: tuple[float, float] | None = None
+    val_accuracy: float | None = Field(None, validation_alias=AliasChoices("val_accuracy", "val_top1"))
+    """The exported trial's validation accuracy (`val_top1` in runs written before 2026-11-30)."""
+    best_trial: str | None = None

@@ -1,0 +1,43 @@
+"""The baseline: the default configuration (`automl.train.baseline_config`) trained alone on the first
+backbone's pooled vectors before the search, so the search's best can be judged against it (and is
+never worse: the baseline is a candidate for the exported model too).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from automl.runs.trials import BASELINE, TrialRecord, record_of
+from automl.search.features import POOLED
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from automl.recipe import Recipe
+    from automl.runs.folder import RunFolder
+    from automl.search.budget import SearchBudget
+    from automl.search.features import FeatureSet
+    from automl.train import TrialResult
+
+
+def train_baseline(
+    recipe: Recipe, features: FeatureSet, folder: RunFolder, budget: SearchBudget, console: Console
+) -> TrialResult:
+    """Train the baseline, bounded like a trial (`trial_time`, the deadline); kept in the run folder for resumes."""
+    from automl.train import TrialResult, baseline_config, train_trial
+
+    if folder.baseline.is_file():
+        return TrialResult.load(folder.baseline)
+    config = {**baseline_config(), "backbone": recipe.search.backbones[0], "cut": POOLED}
+    data = features.trial_data(config["backbone"], POOLED)
+    result = train_trial(config, data, time_limit=budget.time_limit(recipe.budget.trial_time))
+    result.save(folder.baseline)
+    console.print(
+        f"[bold]baseline[/bold] {baseline_record(result).describe()}: val accuracy {result.best_val_accuracy:.4f}"
+    )
+    return result
+
+
+def baseline_record(result: TrialResult) -> TrialRecord:
+    """The baseline as a trial record, so the table and the choice of the best include it."""
+    return record_of(result, BASELINE, BASELINE, baseline=True)

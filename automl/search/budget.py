@@ -1,0 +1,108 @@
+"""The budgets of a search: when it must stop, how long a trial may run, and which budget ended it.
+
+Time: the recipe's `budget.time` covers everything from the start of `run_search`, Ray start-up and
+feature extraction included. Trials must end by the deadline, `start + budget.time - final reserve`;
+the reserve pays for what follows the trials (exporting the model, evaluating it on the test photos,
+the SavedModel/TFLite checks and the report), so the whole search ends within the budget, give or take
+one epoch. Trials end themselves at the deadline (their time limit is the time left) with a final
+report carrying their weights; the whole search is stopped `STOP_GRACE_S` later, so that report gets in.
+Trials: `budget.trials`, capped by the size of a grid. Target: the first finished trial whose validation
+accuracy reaches `budget.target_accuracy` ends the search.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from automl.errors import AutomlError, RecipeError
+from automl.runs.records import StopReason
+
+if TYPE_CHECKING:
+    from automl.recipe import Recipe
+    from automl.runs.trials import TrialCounts
+    from automl.search.space import SearchSpace
+
+METRIC = "val_accuracy"
+"""What the search maximises: the best epoch's accuracy on the validation split."""
+MIN_TRIAL_S = 20.0
+"""Least trial time worth starting a search for (one trial of a few epochs on cached features)."""
+STOP_GRACE_S = 10.0
+"""Trials end themselves at the deadline, after the epoch that passes it, with a final report carrying
+their weights; the search stops all trials only this long after the deadline, so that report gets in."""
+
+
+def final_reserve(budget_s: float) -> float:
+    """Seconds kept after the trials for export, test evaluation, runtime checks and the report."""
+    return min(max(40.0, 0.12 * budget_s), 120.0)
+
+
+@dataclass
+class SearchBudget:
+    """The budgets the driver checks while Tune runs: the deadline, and whether the target was reached."""
+
+    deadline: float
+    """Wall-clock time (time.time()) by which trials must have ended."""
+    target_accuracy: float | None
+    target_reached: bool = False
+    seconds: float = math.inf
+    """The recipe's whole time budget."""
+    reserve: float = 0.0
+
+    @classmethod
+    def start(cls, recipe: Recipe, started: float) -> SearchBudget:
+        """The budget of a search started at `started`; a time budget too short for one trial is refused."""
+        seconds = recipe.budget.time if recipe.budget.time is not None else math.inf
+        reserve = final_reserve(seconds) if math.isfinite(seconds) else 0.0
+        if seconds - reserve < MIN_TRIAL_S:
+            raise RecipeError(
+                f"budget.time: {seconds:g} s cannot fit one trial: {reserve:.0f} s are kept for exporting and "
+                f"testing the best model and a trial needs at least {MIN_TRIAL_S:.0f} s",
+                hint=f"set budget.time to at least {math.ceil(reserve + MIN_TRIAL_S + 30)}s",
+            )
+        return cls(started + seconds - reserve, recipe.budget.target_accuracy, seconds=seconds, reserve=reserve)
+
+    def ensure_time_for_trials(self, feature_seconds: float) -> None:
+        """Refuse to start trials that could not run `MIN_TRIAL_S` before the deadline."""
+        if self.deadline - time.time() < MIN_TRIAL_S:
+            raise AutomlError(
+                f"budget.time: {self.seconds:.0f} s are spent before the first trial (features took "
+                f"{feature_seconds:.0f} s, {self.reserve:.0f} s are kept for the export)",
+                hint="raise budget.time, or build the features first with `automl cache build RECIPE`",
+            )
+
+    def time_limit(self, trial_time: float | None) -> float:
+        """Seconds a trial starting now may train: to the deadline, and at most the recipe's `trial_time`."""
+        return max(0.0, min(self.deadline - time.time(), trial_time or math.inf))
+
+    def observe(self, result: Mapping[str, object]) -> None:
+        """Note a trial's report: a final one at or above the target ends the search."""
+        accuracy = result.get(METRIC)
+        target = self.target_accuracy
+        if result.get("final") and target is not None and isinstance(accuracy, float) and accuracy >= target:
+            self.target_reached = True
+
+    def stop_all(self) -> bool:
+        return self.target_reached or time.time() >= self.deadline + STOP_GRACE_S
+
+    def stop_reason(self, counts: TrialCounts, planned: int, trials_budget: int | None) -> StopReason:
+        """Which budget ended the search: `target_accuracy`, `trials`, `search_space` (grid done), `time`,
+        or `interrupted` (Ctrl-C: none of the budgets explains the end)."""
+        if self.target_reached:
+            return "target_accuracy"
+        if planned > 0 and counts.done + counts.failed >= planned:
+            return "trials" if planned == trials_budget else "search_space"
+        if time.time() >= self.deadline - 1.0:
+            return "time"
+        return "interrupted"
+
+
+def trial_count(recipe: Recipe, space: SearchSpace) -> int:
+    """Trials to run: the recipe's budget, capped by the grid's size; -1 (no limit) when neither applies."""
+    limits = [recipe.budget.trials] if recipe.budget.trials else []
+    if space.grid:
+        limits.append(len(space.configurations()))
+    return min(limits) if limits else -1
