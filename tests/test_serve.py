@@ -218,7 +218,9 @@ def test_metrics_count_requests_by_status_and_show_memory(url: str) -> None:
 
 def test_labels_health_and_docs(url: str, model: ExportedModel) -> None:
     assert httpx.get(f"{url}/v1/labels").json() == {"labels": model.labels}
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "labels": 10, "input_size": 64}
+    health = httpx.get(f"{url}/healthz").json()
+    assert {k: health[k] for k in ("status", "labels", "input_size")} == {"status": "ok", "labels": 10, "input_size": 64}
+    assert "decoded and predicted" in health["self_check"]
     assert httpx.get(f"{url}/docs").status_code == 200
     spec = httpx.get(f"{url}/openapi.json").json()
     assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]

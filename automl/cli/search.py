@@ -72,41 +72,56 @@ def status(
     layout = RunLayout(run_dir)
     if not layout.recipe.is_file():
         raise InputError(f"{run_dir}: not a search run folder (no recipe.yaml)", hint="pass a folder under runs/")
-    trials = read_trials(run_dir)
-    summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
-    state = "finished" if summary else "running or stopped"
+    try:  # a damaged or foreign run folder (garbage trials.parquet, wrong JSON types) is a clear error
+        trials = read_trials(run_dir)
+        summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
+        if summary is not None and not isinstance(summary, dict):
+            raise TypeError(f"summary.json holds a {type(summary).__name__}, not an object")
+        state = "finished" if summary else "running or stopped"
+        n = counts(trials)
+        rows = _leaderboard_rows(trials, top, describe_config)
+    except Exception as exc:
+        raise InputError(
+            f"{run_dir}: damaged run folder, cannot read its trials or summary ({type(exc).__name__}: {exc})",
+            hint="trials.parquet or summary.json was truncated or edited; `automl search --resume` rewrites them",
+        ) from None
     if as_json:
-        rows = [] if trials.empty else json.loads(trials.head(top).to_json(orient="records"))  # NaN -> null
-        payload = {
-            "run_dir": str(run_dir),
-            "state": state,
-            "counts": counts(trials),
-            "trials": rows,
-            "summary": summary,
-        }
+        records = [] if trials.empty else json.loads(trials.head(top).to_json(orient="records"))  # NaN -> null
+        payload = {"run_dir": str(run_dir), "state": state, "counts": n, "trials": records, "summary": summary}
         typer.echo(json.dumps(payload))
         return
     from rich.console import Console
     from rich.table import Table
 
-    n = counts(trials)
-    table = Table(title=f"{run_dir} ({state}): {n['done']} done, {n['running']} running, {n['failed']} failed")
+    from automl.cli.text import plain, safe
+
+    table = Table(title=safe(f"{run_dir} ({state}): {n['done']} done, {n['running']} running, {n['failed']} failed"))
     for column in ("#", "val acc", "status", "epochs", "seconds", "trial", "configuration or error"):
         table.add_column(column, justify="right" if column in ("#", "val acc", "epochs", "seconds") else "left")
-    for rank, (_index, row) in enumerate(trials.head(top).iterrows(), start=1):
-        detail = row["error"] if row["status"] == "failed" else describe_config(row)
-        table.add_row(
-            str(rank),
-            _number(row["val_accuracy"]),
-            row["status"],
-            str(row["epochs"]),
-            _number(row["seconds"], ".1f"),
-            row["trial_id"],
-            detail,
-        )
+    for row in rows:
+        table.add_row(*(safe(cell) for cell in row))
     Console().print(table)
     if summary:
-        typer.echo(f"stop reason: {summary['stop_reason']}; model: {summary['model']}")
+        typer.echo(plain(f"stop reason: {summary.get('stop_reason')}; model: {summary.get('model')}"))
+
+
+def _leaderboard_rows(trials: Any, top: int, describe_config: Any) -> list[list[str]]:
+    """The table's cells, as text: raises on missing columns or wrong types (the caller names the folder)."""
+    rows = []
+    for rank, (_index, row) in enumerate(trials.head(top).iterrows(), start=1):
+        detail = row["error"] if row["status"] == "failed" else describe_config(row)
+        rows.append(
+            [
+                str(rank),
+                _number(row["val_accuracy"]),
+                str(row["status"]),
+                str(row["epochs"]),
+                _number(row["seconds"], ".1f"),
+                str(row["trial_id"]),
+                str(detail),
+            ]
+        )
+    return rows
 
 
 def _number(value: Any, spec: str = ".4f") -> str:

@@ -29,6 +29,8 @@ from automl.report import analysis, plots
 REPORT_FILE = "report.html"
 THUMBNAIL_PX = 112
 MAX_THUMBNAILS = 24
+MAX_JSON_BYTES = 64 * 1024**2
+"""Largest metrics.json / summary.json read (a 100-class confusion matrix is ~40 KB)."""
 LEADERBOARD_ROWS = 25
 CUT_MEANING = {
     "all": "all (backbone frozen)",
@@ -81,13 +83,18 @@ class Run:
     summary: dict[str, Any]
     metrics: dict[str, Any]
     trials: pd.DataFrame
+    photo_roots: tuple[Path, ...] = ()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the run folder (a regular file of bounded size); missing or not an object: empty."""
+    from automl.data.files import read_bounded
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_bounded(path, MAX_JSON_BYTES))
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_run(root: Path) -> Run:
@@ -96,7 +103,24 @@ def load_run(root: Path) -> Run:
     trials = read_trials(root) if (root / "trials.parquet").is_file() or (root / "tune").is_dir() else pd.DataFrame()
     if "finished_at" in trials:
         trials["finished_at"] = pd.to_numeric(trials["finished_at"], errors="coerce")
-    return Run(root, _read_json(root / "summary.json"), _read_json(root / "metrics.json"), trials)
+    return Run(root, _read_json(root / "summary.json"), _read_json(root / "metrics.json"), trials, _photo_roots(root))
+
+
+def _photo_roots(root: Path) -> tuple[Path, ...]:
+    """Folders the report may read photos from: the run folder and the dataset its recipe.yaml names.
+
+    metrics.json names the misclassified photos by path; a run folder from someone else could name any file
+    on the machine (a FIFO, /dev/zero, a private photo to embed in the page): only these folders are read.
+    """
+    roots = [root.resolve()]
+    try:
+        from automl.paths import resolve_dataset
+        from automl.recipe import load_recipe
+
+        roots.append(Path(resolve_dataset(load_recipe(root / "recipe.yaml").data.folder)).resolve())
+    except Exception:  # no recipe, or one that no longer validates: the run folder alone
+        pass
+    return tuple(roots)
 
 
 # -- markup helpers ---------------------------------------------------------------------------------
@@ -297,16 +321,20 @@ def confusion_section(run: Run) -> str:
     return f'<div class="grid">{_img(uri, "confusion matrix")}<div><h3>most confused pairs</h3>{pairs}</div></div>'
 
 
-def _thumbnail(path: str) -> str | None:
-    """A small inline JPEG of a photo, or None when it cannot be read any more."""
+def _thumbnail(path: str, roots: Sequence[Path]) -> str | None:
+    """A small inline JPEG of a photo inside `roots`, or None when it is outside them or cannot be read."""
     from PIL import Image
 
     from automl.backbones.base import Resize
+    from automl.data.files import read_bounded
     from automl.data.images import ImageError, decode_image
 
     try:
-        pixels = decode_image(Path(path).read_bytes(), Resize(size=THUMBNAIL_PX, resample="bilinear"))
-    except (OSError, ImageError):
+        real = Path(path).resolve()
+        if not any(real.is_relative_to(root) for root in roots):
+            return None
+        pixels = decode_image(read_bounded(real), Resize(size=THUMBNAIL_PX, resample="bilinear"))
+    except (OSError, ValueError, ImageError):
         return None
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
@@ -321,7 +349,7 @@ def misclassified_section(run: Run) -> str:
         return _note("every test photo was classified correctly")
     figures, unreadable = [], 0
     for item in wrong[:MAX_THUMBNAILS]:
-        uri = _thumbnail(item["file"])
+        uri = _thumbnail(str(item["file"]), run.photo_roots)
         if uri is None:
             unreadable += 1
             continue
@@ -429,5 +457,12 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     if not any((root / name).exists() for name in ("summary.json", "metrics.json", "trials.parquet", "tune")):
         raise InputError(f"{root}: not a run folder (no summary.json, metrics.json or trials)")
     target = root / REPORT_FILE
-    write_atomic(target, render_report(load_run(root)))
+    try:
+        page = render_report(load_run(root))
+    except Exception as exc:  # garbage trials.parquet, missing columns, wrong JSON types: one clear line
+        raise InputError(
+            f"{root}: damaged run folder, cannot write its report ({type(exc).__name__}: {str(exc)[:200]})",
+            hint="trials.parquet, metrics.json or summary.json was truncated or edited; rerun or resume the search",
+        ) from None
+    write_atomic(target, page)
     return target
