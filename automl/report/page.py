@@ -359,7 +359,8 @@ def misclassified_section(run: Run) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>"
         )
     notes = f"{len(wrong)} misclassified test photos, most confident first"
-    notes += f"; showing {len(figures)}" + (f" ({unreadable} no longer readable)" if unreadable else "")
+    hidden = f" ({unreadable} not shown: unreadable now, or outside the run folder and its dataset)"
+    notes += f"; showing {len(figures)}" + (hidden if unreadable else "")
     return _note(notes) + f'<div class="thumbs">{"".join(figures)}</div>'
 
 
