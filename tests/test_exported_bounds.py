@@ -72,7 +72,9 @@ def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_di
             bomb.writestr(item, data)
     os.replace(target, source)
     assert source.stat().st_size < 100_000
-    with pytest.raises(InputError, match=rf"declares a width of 100,000,000, more than the limit of {MAX_LAYER_WIDTH:,}"):
+    with pytest.raises(
+        InputError, match=rf"declares a width of 100,000,000, more than the limit of {MAX_LAYER_WIDTH:,}"
+    ):
         ExportedModel.load(folder)
 
 
@@ -80,7 +82,7 @@ def test_a_keras_file_that_is_no_zip_is_refused(tiny_dir: Path, tmp_path: Path) 
     folder = tmp_path / "model"
     shutil.copytree(tiny_dir, folder)
     (folder / "model.keras").write_bytes(b"not a zip at all")
-    with pytest.raises(InputError, match="not a readable .keras archive"):
+    with pytest.raises(InputError, match=r"not a readable \.keras archive"):
         ExportedModel.load(folder)
 
 
