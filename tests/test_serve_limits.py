@@ -133,6 +133,7 @@ def test_bodies_beyond_the_bytes_in_flight_get_503(model: ExportedModel, jpeg: b
         response = post(base, content=jpeg)
         assert_refused(response, 503, "upload bytes in flight would pass the limit")
         assert response.headers["Retry-After"] == "1"
+        assert response.headers["Connection"] == "close"  # decided from Content-Length: the body is never read
     settings = ServeSettings(max_upload_bytes_in_flight=len(jpeg) + 1)
     with LoopbackServer(create_app(model, settings), settings) as base:
         assert post(base, content=jpeg).status_code == 200

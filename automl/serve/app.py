@@ -29,7 +29,7 @@ from automl.data.images import ImageError, decode_image, decoded_pixels
 from automl.errors import InputError
 from automl.exported import top_labels
 from automl.serve.batching import MicroBatcher
-from automl.serve.limits import Budget, PixelBudget, busy
+from automl.serve.limits import Budget, PixelBudget
 from automl.serve.metrics import MetricsMiddleware, ServerMetrics
 from automl.serve.settings import ServeSettings
 from automl.serve.upload import UPLOAD_FIELD, receive_upload
@@ -187,9 +187,7 @@ def create_app(model: Classifier, settings: ServeSettings | None = None) -> Fast
         top: Annotated[int, Query(ge=1, description="How many labels to return, best first.")] = 5,
     ) -> Prediction:
         """Label one photo; send it as the multipart field `file` or as the raw request body."""
-        if requests_in_flight.used >= requests_in_flight.limit:
-            raise busy(f"{requests_in_flight.limit} requests in flight")
-        with requests_in_flight.holding(1):
+        with requests_in_flight.holding(1):  # 503 with Retry-After beyond max_in_flight
             upload_limits = {"max_bytes": settings.max_body_bytes, "timeout_s": settings.upload_timeout_s}
             async with receive_upload(request, **upload_limits, in_flight=bytes_in_flight) as upload:
                 pixels = await decode(upload.data)

@@ -15,11 +15,11 @@ from fastapi import HTTPException
 RETRY_AFTER_S = 1
 
 
-def busy(what: str) -> HTTPException:
-    """503 with Retry-After: the server is at one of its limits; the same request may succeed a second later."""
-    return HTTPException(
-        503, f"server busy: {what}; retry in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)}
-    )
+def busy(what: str, *, close: bool = False) -> HTTPException:
+    """503 with Retry-After: the server is at one of its limits; the same request may succeed a second later.
+    `close`: the request's body is left unread, so the connection is closed rather than drained."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)} | ({"Connection": "close"} if close else {})
+    return HTTPException(503, f"server busy: {what}; retry in {RETRY_AFTER_S} s", headers=headers)
 
 
 class Budget:
@@ -30,9 +30,9 @@ class Budget:
         self.what = what
         self.used = 0
 
-    def take(self, amount: int) -> None:
+    def take(self, amount: int, *, close: bool = False) -> None:
         if self.used + amount > self.limit:
-            raise busy(f"{self.what} would pass the limit of {self.limit:,}")
+            raise busy(f"{self.what} would pass the limit of {self.limit:,}", close=close)
         self.used += amount
 
     def give_back(self, amount: int) -> None:

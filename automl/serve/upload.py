@@ -55,15 +55,23 @@ async def receive_upload(
 
 
 class _Held:
-    """Bytes this request holds in the server's budget."""
+    """Bytes this request holds in the server's budget: its declared length up front (refused before a byte
+    is read when it does not fit), then whatever a chunked or lying body streams beyond it."""
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.bytes = 0
+        self.received = 0
+
+    def reserve(self, declared: int) -> None:
+        self.budget.take(declared, close=True)
+        self.bytes = declared
 
     def take(self, amount: int) -> None:
-        self.budget.take(amount)
-        self.bytes += amount
+        self.received += amount
+        if self.received > self.bytes:
+            self.budget.take(self.received - self.bytes)
+            self.bytes = self.received
 
     def release(self) -> None:
         self.budget.give_back(self.bytes)
@@ -72,8 +80,10 @@ class _Held:
 
 async def _read_upload(request: Request, max_bytes: int, timeout_s: float, held: _Held) -> Upload:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(f"the request declares {int(declared):,} bytes", max_bytes)
+    if declared is not None and declared.isdigit():
+        if int(declared) > max_bytes:
+            raise _too_large(f"the request declares {int(declared):,} bytes", max_bytes)
+        held.reserve(int(declared))
     content_type = request.headers.get("content-type", "")
     try:
         async with asyncio.timeout(timeout_s):
