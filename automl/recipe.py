@@ -9,7 +9,6 @@ ones, a `{low, high, log}` range.
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from automl.data.files import is_system_folder
 from automl.errors import RecipeError
 
 Head = Literal["softmax", "mlp", "svm"]
@@ -63,10 +63,6 @@ MAX_SEED = 2**32 - 1
 MAX_RECIPE_BYTES = 1024 * 1024
 MAX_NESTING = 20
 """A recipe is 3 levels deep; deeper YAML is refused before it is built (PyYAML recurses per level)."""
-PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
-"""Never a dataset, nor anything under them: devices, FIFOs and pseudo-files that hang or never end."""
-SYSTEM_FOLDERS = frozenset({"/", "/etc", "/usr", "/var", "/run", "/boot", "/bin", "/sbin", "/lib", "/home", "/root"})
-"""Never a dataset themselves: scanning one walks the machine's files as if each folder were a class."""
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
@@ -123,12 +119,8 @@ class DataSection(_Section):
     def _not_a_system_folder(cls, folder: str) -> str:
         if not folder.strip():
             raise ValueError("must name the dataset folder")
-        if folder.startswith("/"):
-            normalized = os.path.realpath(folder)  # also `/data/../proc` and links into /proc
-            if normalized in SYSTEM_FOLDERS or any(
-                normalized == pseudo or normalized.startswith(pseudo + "/") for pseudo in PSEUDO_FILE_SYSTEMS
-            ):
-                raise ValueError(f"{folder!r} is a system folder, not a dataset; give the folder of class sub-folders")
+        if folder.startswith("/") and is_system_folder(folder):  # also `/data/../proc` and links into /proc
+            raise ValueError(f"{folder!r} is a system folder, not a dataset; give the folder of class sub-folders")
         return folder
 
     @model_validator(mode="after")

@@ -142,3 +142,10 @@ def test_links_fifos_and_markup_names_are_reported_never_followed_or_read(tmp_pa
     assert "Traceback" not in human.stderr and "MarkupError" not in human.stderr
     assert "dogs[/b]0.jpg" in human.stdout or "dogs[" in human.stdout
     assert "bell\\x07.jpg" in human.stdout and "\x07" not in human.stdout
+
+
+@pytest.mark.parametrize("folder", ["/", "/proc", "/sys/class", "/tmp/../dev"])
+def test_system_folders_are_refused_before_a_scan(folder: str, tmp_path: Path) -> None:
+    result = automl("data", "check", folder, cache=tmp_path)
+    assert result.returncode == 2 and "a system folder, not a dataset" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

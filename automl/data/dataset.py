@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -43,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from automl.data.files import FileRefused, read_bounded
+from automl.data.files import FileRefused, is_system_folder, read_bounded
 from automl.data.images import ImageError, ImageInfo, probe_image, verify_image
 from automl.errors import DatasetError
 from automl.machine import usable_cpus
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 MIN_IMAGES_FOR_SPLIT = 3
+_COUNTED_IN_SUBFOLDERS = 10_000
+"""Files counted in a sub-folder of a class before the count says `10,000+` (it is reported, never used)."""
 _INDEX_VERSION = f"2/pillow-{PIL.__version__}"
 """Entries from another layout or Pillow (which may decode differently) are not trusted."""
 
@@ -223,6 +226,8 @@ def _check_root(root: Path) -> None:
         raise DatasetError(f"{root}: dataset folder not found", hint="check the path, or set $AUTOML_DATA")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder", hint="give the folder that holds one sub-folder per class")
+    if is_system_folder(root):
+        raise DatasetError(f"{root}: a system folder, not a dataset", hint="give the folder of class sub-folders")
 
 
 def _walk(root: Path) -> tuple[list[str], list[Path], list[SkippedFile]]:
@@ -274,11 +279,13 @@ def _class_files(folder: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
                 SkippedFile(entry, "link to a folder inside a class: not followed; link the photos themselves instead")
             )
         elif kind == "dir":
-            inside = sum(1 for p in entry.rglob("*") if not p.is_symlink() and p.is_file())
+            found = (p for p in entry.rglob("*") if not p.is_symlink() and p.is_file())
+            inside = sum(1 for _ in itertools.islice(found, _COUNTED_IN_SUBFOLDERS))  # a huge tree is not walked
+            count = f"{inside:,}" + ("+" if inside == _COUNTED_IN_SUBFOLDERS else "")
             skipped.append(
                 SkippedFile(
                     entry,
-                    f"sub-folder inside a class ({inside} file{'' if inside == 1 else 's'} not used): move its "
+                    f"sub-folder inside a class ({count} file{'' if inside == 1 else 's'} not used): move its "
                     f"images up into '{folder.name}/', or make it a class of its own",
                 )
             )

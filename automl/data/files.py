@@ -26,6 +26,18 @@ _KINDS = (
 )
 
 
+PSEUDO_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
+"""Never a dataset, nor anything under them: devices, FIFOs and pseudo-files that hang or never end."""
+SYSTEM_FOLDERS = frozenset({"/", "/etc", "/usr", "/var", "/run", "/boot", "/bin", "/sbin", "/lib", "/home", "/root"})
+"""Never a dataset themselves: scanning one walks the machine's files as if each folder were a class."""
+
+
+def is_system_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` (links and `..` resolved) is a system folder or lies in a pseudo file system."""
+    real = os.path.realpath(path)
+    return real in SYSTEM_FOLDERS or any(real == fs or real.startswith(fs + "/") for fs in PSEUDO_FILE_SYSTEMS)
+
+
 class FileRefused(OSError):
     """A file that is not read at all: not a regular file, or larger than the cap. `str()` says which."""
 
