@@ -85,7 +85,10 @@ def test_beyond_the_connection_cap_the_slowest_connections_make_room(model: Expo
             sock.close()
 
 
-def test_a_client_leaving_mid_upload_is_counted_499_not_500(model: ExportedModel, jpeg: bytes) -> None:
+def test_a_client_leaving_mid_upload_is_counted_499_not_500(
+    model: ExportedModel, jpeg: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="automl.serve.upload")
     with LoopbackServer(create_app(model)) as base:
         host, port = base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as sock:
@@ -97,8 +100,12 @@ def test_a_client_leaving_mid_upload_is_counted_499_not_500(model: ExportedModel
         time.sleep(0.5)
         metrics = httpx.get(f"{base}/metrics").text
         assert re.search(r'automl_http_requests_total\{route="/v1/predict",status="499"\} 1\.0', metrics), metrics
-        assert 'status="500"' not in metrics
+        assert 'status="500"' not in metrics  # an unhandled exception would have been counted 500
         assert post(base, content=jpeg).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "automl.serve.upload"]
+    assert len(lines) == 1 and re.fullmatch(
+        r"127\.0\.0\.1 disconnected during the upload \(1000 bytes received\)", lines[0]
+    )
 
 
 def test_a_photo_with_more_pixels_than_the_limit_is_refused_from_its_header(model: ExportedModel) -> None:

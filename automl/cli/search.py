@@ -9,9 +9,11 @@ from typing import Any
 
 import typer
 
+from automl.data.files import read_bounded
 from automl.errors import InputError
 
 TOP_DEFAULT = 15
+MAX_SUMMARY_BYTES = 64 * 1024**2
 
 
 def search(
@@ -74,7 +76,7 @@ def status(
         raise InputError(f"{run_dir}: not a search run folder (no recipe.yaml)", hint="pass a folder under runs/")
     try:  # a damaged or foreign run folder (garbage trials.parquet, wrong JSON types) is a clear error
         trials = read_trials(run_dir)
-        summary = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
+        summary = json.loads(read_bounded(layout.summary, MAX_SUMMARY_BYTES)) if layout.summary.exists() else None
         if summary is not None and not isinstance(summary, dict):
             raise TypeError(f"summary.json holds a {type(summary).__name__}, not an object")
         state = "finished" if summary else "running or stopped"

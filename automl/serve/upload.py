@@ -101,7 +101,9 @@ async def _read_upload(request: Request, max_bytes: int, timeout_s: float, held:
     except ClientDisconnect:
         client = request.client
         log.info(
-            "%s disconnected during the upload (%d bytes received)", client.host if client else "a client", held.bytes
+            "%s disconnected during the upload (%d bytes received)",
+            client.host if client else "a client",
+            held.received,
         )
         raise HTTPException(CLIENT_CLOSED, "client disconnected during the upload") from None
     if not upload.data:
