@@ -145,18 +145,63 @@ def inspect_keras_file(keras_file: Path) -> None:
             config = members.get("config.json")
             if config is None or config.file_size > MAX_DESCRIPTION_BYTES:
                 raise refuse("no config.json, or one larger than 16 MiB")
-            widths = _declared_widths(json.loads(archive.read(config)))
+            layers = json.loads(archive.read(config))
+            widths, estimated = _declared_widths(layers), _estimated_parameters(layers)
             weights = members.get("model.weights.h5")
             parameters = _declared_parameters(archive, weights) if weights is not None else 0
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise refuse(f"not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
     if widths and max(widths) > MAX_LAYER_WIDTH:
         raise refuse(f"a layer declares a width of {max(widths):,}, more than the limit of {MAX_LAYER_WIDTH:,}")
+    if estimated > MAX_PARAMETERS:
+        raise refuse(
+            f"its layers would allocate about {estimated:,} parameters, more than the limit of {MAX_PARAMETERS:,}"
+        )
     if parameters > MAX_PARAMETERS:
         raise refuse(f"its weights declare {parameters:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
 
 
 _TRUSTED = "only models a search exported (no serialized code, sizes within automl.exported's limits) load"
+
+
+def _estimated_parameters(config: Any) -> int:
+    """What Keras would allocate for the config's Dense, Conv and Embedding layers, before reading any weight.
+
+    Layers are met in the config's (topological) order; a layer's input width is taken as the last width
+    declared before it (the input's channels at first): exact for the chains of a CNN or an MLP, a close
+    estimate across branches. Enough to see a small file whose layers would take gigabytes.
+    """
+    total, previous = 0, 3
+
+    def visit(node: Any) -> None:
+        nonlocal total, previous
+        if isinstance(node, dict):
+            layer = node.get("config") if isinstance(node.get("class_name"), str) else None
+            if isinstance(layer, dict):
+                shape = layer.get("batch_shape") or layer.get("batch_input_shape")
+                if node["class_name"] == "InputLayer" and isinstance(shape, list) and isinstance(shape[-1], int):
+                    previous = shape[-1]
+                width = next(
+                    (layer[k] for k in ("units", "filters", "output_dim") if isinstance(layer.get(k), int)), None
+                )
+                if width is not None:
+                    kernel = layer.get("kernel_size")
+                    area = (
+                        int(np.prod(kernel))
+                        if isinstance(kernel, list) and all(isinstance(k, int) for k in kernel)
+                        else 1
+                    )
+                    inputs = layer["input_dim"] if isinstance(layer.get("input_dim"), int) else previous
+                    total += int(inputs) * int(width) * area
+                    previous = int(width)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return total
 
 
 def _declared_widths(config: Any) -> list[int]:

@@ -78,6 +78,33 @@ def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_di
         ExportedModel.load(folder)
 
 
+def test_layers_each_within_the_width_limit_but_huge_together_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    """Conv2D(65,536) into Dense(65,536): each width allowed; 3x3x3x65,536 + 65,536² parameters together (17 GB)."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    source, target = folder / "model.keras", tmp_path / "bomb.keras"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as bomb:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"filters": 8', b'"filters": 65536').replace(b'"units": 3', b'"units": 65536')
+            bomb.writestr(item, data)
+    os.replace(target, source)
+    with pytest.raises(InputError, match=r"would allocate about 4,296,736,768 parameters, more than the limit of 250,"):
+        ExportedModel.load(folder)
+
+
+def test_real_architectures_are_estimated_within_their_true_size() -> None:
+    """The estimate that guards loading, against Keras' own count: a real model is never refused by it."""
+    import keras
+
+    from automl.exported import MAX_PARAMETERS, _estimated_parameters
+
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3))
+    estimated = _estimated_parameters(json.loads(model.to_json()))
+    assert 0.8 * model.count_params() < estimated < 1.2 * model.count_params() < MAX_PARAMETERS
+
+
 def test_a_keras_file_that_is_no_zip_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     shutil.copytree(tiny_dir, folder)
