@@ -4,8 +4,8 @@ What a search leaves behind and what `predict`, `evaluate` and `serve` load. Loa
 safe mode (a `.keras` file with a Lambda layer or any other serialized code is refused), and no pickle
 is ever read from a user's path: the metadata is JSON, the weights HDF5 inside the `.keras` zip.
 A model from someone else is bounded before Keras allocates anything: the file's size, its zip members,
-every layer width its `config.json` declares and the parameters its weights file declares
-(`inspect_keras_file`); `automl.json` is validated as strictly as a recipe (`ModelDescription`).
+every layer width its `config.json` declares, what those layers would allocate, and the parameters its
+weights file declares (`inspect_keras_file`); `automl.json` is validated as strictly as a recipe (`ModelDescription`).
 Saving is atomic (written into a temporary sibling folder, then renamed), so a crash or a full disk
 never leaves a half-written model that looks finished.
 """
