@@ -3,6 +3,9 @@
 What a search leaves behind and what `predict`, `evaluate` and `serve` load. Loading is always in Keras
 safe mode (a `.keras` file with a Lambda layer or any other serialized code is refused), and no pickle
 is ever read from a user's path: the metadata is JSON, the weights HDF5 inside the `.keras` zip.
+A model from someone else is bounded before Keras allocates anything: the file's size, its zip members,
+every layer width its `config.json` declares, what those layers would allocate, and the parameters its
+weights file declares (`inspect_keras_file`); `automl.json` is validated as strictly as a recipe (`ModelDescription`).
 Saving is atomic (`automl.atomic`: a temporary sibling folder, then renamed), so a crash or a full disk
 never leaves a half-written model that looks finished.
 """
@@ -13,15 +16,18 @@ import itertools
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from automl.atomic import staging_folder, write_atomic
 from automl.backbones.base import Resize
+from automl.data.files import MAX_FILE_BYTES, FileRefused, read_bounded
 from automl.errors import InputError
 from automl.runs.folder import MODEL_DIR
 
@@ -34,6 +40,15 @@ META_FILE = "automl.json"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_INT8_FILE = "model_int8.tflite"
+MAX_MODEL_BYTES = 2 * 1024**3
+"""Largest `.keras` file loaded (EfficientNet-B7 in float32 is ~0.27 GB)."""
+MAX_DESCRIPTION_BYTES = 16 * 1024**2
+"""Largest `automl.json` and `config.json` read (100,000 labels fit in ~2 MB)."""
+MAX_PARAMETERS = 250_000_000
+"""Most parameters a loaded model's weights may declare (1 GB as float32; EfficientNet-B7 has 66 M)."""
+MAX_LAYER_WIDTH = 65_536
+"""Largest `units`, `filters`, ... a layer's config may declare: Keras allocates them before any weight is read."""
+_WIDTH_KEYS = frozenset({"units", "filters", "output_dim", "input_dim", "num_heads", "key_dim", "value_dim"})
 PREDICT_BATCH = 32
 DECODE_CHUNK = 256
 """Photos decoded and predicted at a time: bounds memory on large folders (256 photos at 224² are 38 MB)."""
@@ -63,6 +78,155 @@ def top_labels(scores: np.ndarray, labels: Sequence[str], top: int) -> list[dict
     """The `top` most probable labels of one photo, best first, as `{"label", "score"}` (score rounded)."""
     order = np.argsort(-scores, kind="stable")[:top]
     return [{"label": labels[i], "score": round(float(scores[i]), 6)} for i in order]
+
+
+class ResizeDescription(BaseModel):
+    """`automl.json`'s `resize`: how a photo becomes the model's input."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    size: int = Field(ge=8, le=1024)
+    crop_fraction: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    resample: Literal["bicubic", "bilinear"] = "bilinear"
+
+
+class ModelDescription(BaseModel):
+    """`automl.json`, validated before it is used: a model from someone else may carry anything."""
+
+    model_config = ConfigDict(extra="allow")
+
+    labels: Annotated[list[StrictStr], Field(min_length=2, max_length=100_000)]
+    resize: ResizeDescription
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        repeated = (
+            sorted({label for label in labels if labels.count(label) > 1}) if len(set(labels)) < len(labels) else []
+        )
+        if repeated:
+            raise ValueError(f"labels must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
+        if any(not label.strip() or len(label) > 200 for label in labels):
+            raise ValueError("every label must be a non-empty name of at most 200 characters")
+        return labels
+
+
+def read_description(meta_file: Path) -> ModelDescription:
+    """`automl.json` as a `ModelDescription`, or InputError naming the file and every bad field."""
+    try:
+        return ModelDescription.model_validate_json(read_bounded(meta_file, MAX_DESCRIPTION_BYTES))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{meta_file}: cannot read the model description ({exc})") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '(top level)'}: {error['msg']}" for error in exc.errors()[:8]
+        )
+        raise InputError(
+            f"{meta_file}: not a valid model description: {problems}",
+            hint="automl.json holds labels (unique names), resize {size 8-1024, crop_fraction in (0, 1], "
+            "resample bicubic|bilinear}; re-export the model with a search",
+        ) from None
+
+
+def inspect_keras_file(keras_file: Path) -> None:
+    """Refuse a `.keras` file whose size, zip members, layer widths or parameters pass the bounds above,
+    before Keras reads it (Keras allocates every variable its config declares, then reads the weights)."""
+    refuse = lambda why: InputError(f"{keras_file}: refused before loading: {why}", hint=_TRUSTED)  # noqa: E731
+    size = keras_file.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise refuse(f"{size:,} bytes, more than the limit of {MAX_MODEL_BYTES:,}")
+    try:
+        with zipfile.ZipFile(keras_file) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            unpacked = sum(info.file_size for info in members.values())
+            if unpacked > 2 * MAX_MODEL_BYTES:
+                raise refuse(f"its members unpack to {unpacked:,} bytes")
+            config = members.get("config.json")
+            if config is None or config.file_size > MAX_DESCRIPTION_BYTES:
+                raise refuse("no config.json, or one larger than 16 MiB")
+            layers = json.loads(archive.read(config))
+            widths, estimated = _declared_widths(layers), _estimated_parameters(layers)
+            weights = members.get("model.weights.h5")
+            parameters = _declared_parameters(archive, weights) if weights is not None else 0
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise refuse(f"not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+    if widths and max(widths) > MAX_LAYER_WIDTH:
+        raise refuse(f"a layer declares a width of {max(widths):,}, more than the limit of {MAX_LAYER_WIDTH:,}")
+    if estimated > MAX_PARAMETERS:
+        raise refuse(
+            f"its layers would allocate about {estimated:,} parameters, more than the limit of {MAX_PARAMETERS:,}"
+        )
+    if parameters > MAX_PARAMETERS:
+        raise refuse(f"its weights declare {parameters:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
+
+
+_TRUSTED = "only models a search exported (no serialized code, sizes within automl.exported's limits) load"
+
+
+def _estimated_parameters(config: Any) -> int:
+    """What Keras would allocate for the config's Dense, Conv and Embedding layers, before reading any weight.
+
+    Layers are met in the config's (topological) order; a layer's input width is taken as the last width
+    declared before it (the input's channels at first): exact for the chains of a CNN or an MLP, a close
+    estimate across branches. Enough to see a small file whose layers would take gigabytes.
+    """
+    total, previous = 0, 3
+
+    def visit(node: Any) -> None:
+        nonlocal total, previous
+        if isinstance(node, dict):
+            layer = node.get("config") if isinstance(node.get("class_name"), str) else None
+            if isinstance(layer, dict):
+                shape = layer.get("batch_shape") or layer.get("batch_input_shape")
+                if node["class_name"] == "InputLayer" and isinstance(shape, list) and isinstance(shape[-1], int):
+                    previous = shape[-1]
+                width = next(
+                    (layer[k] for k in ("units", "filters", "output_dim") if isinstance(layer.get(k), int)), None
+                )
+                if width is not None:
+                    kernel = layer.get("kernel_size")
+                    area = (
+                        int(np.prod(kernel))
+                        if isinstance(kernel, list) and all(isinstance(k, int) for k in kernel)
+                        else 1
+                    )
+                    inputs = layer["input_dim"] if isinstance(layer.get("input_dim"), int) else previous
+                    total += int(inputs) * int(width) * area
+                    previous = int(width)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return total
+
+
+def _declared_widths(config: Any) -> list[int]:
+    """Every number a config declares under a width key (`units`, `filters`, ...), at any depth."""
+    if isinstance(config, dict):
+        found = [int(v) for k, v in config.items() if k in _WIDTH_KEYS and isinstance(v, int | float) and v == v]
+        return found + [w for value in config.values() for w in _declared_widths(value)]
+    if isinstance(config, list):
+        return [w for value in config for w in _declared_widths(value)]
+    return []
+
+
+def _declared_parameters(archive: zipfile.ZipFile, weights: zipfile.ZipInfo) -> int:
+    """The total size of every array the weights file declares, read from its HDF5 headers (no data loaded)."""
+    import h5py
+
+    total = 0
+
+    def count(_: str, item: Any) -> None:
+        nonlocal total
+        if isinstance(item, h5py.Dataset):
+            total += int(np.prod(item.shape, dtype=np.float64)) if item.shape else 1
+
+    with archive.open(weights) as stream, h5py.File(stream, "r") as h5:
+        h5.visititems(count)
+    return total
 
 
 def _register_custom_layers() -> None:
@@ -114,12 +278,11 @@ class ExportedModel:
         import keras
 
         keras_file, meta_file = _locate(Path(path))
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            labels = [str(label) for label in meta["labels"]]
-            resize = Resize(**meta["resize"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{meta_file}: not a valid model description ({exc})") from exc
+        description = read_description(meta_file)
+        meta = description.model_dump()
+        labels = description.labels
+        resize = Resize(**description.resize.model_dump())
+        inspect_keras_file(keras_file)
         _register_custom_layers()
         try:
             model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
@@ -172,38 +335,51 @@ class ExportedModel:
         ]
         return np.concatenate(chunks)
 
-    def decode_files(self, paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], np.ndarray, list[dict]]:
-        """Decode and resize each photo for this model; unreadable ones become `{"file", "error"}` entries."""
+    def decode_files(
+        self, paths: Iterable[str | os.PathLike[str]], max_bytes: int = MAX_FILE_BYTES
+    ) -> tuple[list[str], np.ndarray, list[dict]]:
+        """Decode and resize each photo for this model; unreadable ones become `{"file", "error"}` entries.
+
+        Only regular files of at most `max_bytes` are read (a FIFO or `/dev/zero` is reported, not read);
+        whatever goes wrong with one photo is its entry, never the end of the others.
+        """
         from automl.data.images import ImageError, decode_image
 
         files, images, errors = [], [], []
         for path in paths:
-            name = os.fspath(path)
+            name = os.fsdecode(path)
             try:
-                data = Path(path).read_bytes()
-                images.append(decode_image(data, self.resize))
+                images.append(decode_image(read_bounded(path, max_bytes), self.resize))
                 files.append(name)
             except ImageError as exc:
                 errors.append({"file": name, "error": f"not an image: {exc}"})
-            except OSError as exc:
-                errors.append({"file": name, "error": f"cannot read: {exc.strerror or exc}"})
+            except FileRefused as exc:
+                errors.append({"file": name, "error": f"skipped: {exc}"})
+            except (OSError, ValueError) as exc:  # ValueError: a name with a NUL byte
+                errors.append({"file": name, "error": f"cannot read: {getattr(exc, 'strerror', None) or exc}"})
+            except MemoryError:
+                errors.append({"file": name, "error": "cannot decode: not enough memory for this photo"})
         size = self.resize.size
         stacked = np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
         return files, stacked, errors
 
-    def predict_chunks(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScoredChunk]:
+    def predict_chunks(
+        self, paths: Iterable[str | os.PathLike[str]], max_bytes: int = MAX_FILE_BYTES
+    ) -> Iterator[ScoredChunk]:
         """Decode and predict `DECODE_CHUNK` photos at a time, so that memory stays bounded on any folder."""
         remaining = iter(paths)
         while chunk := list(itertools.islice(remaining, DECODE_CHUNK)):
-            files, images, errors = self.decode_files(chunk)
+            files, images, errors = self.decode_files(chunk, max_bytes)
             yield ScoredChunk(files, images, self.predict_arrays(images), errors)
 
-    def predict_files(self, paths: Iterable[str | os.PathLike[str]], top: int = 5) -> PredictionReport:
+    def predict_files(
+        self, paths: Iterable[str | os.PathLike[str]], top: int = 5, max_bytes: int = MAX_FILE_BYTES
+    ) -> PredictionReport:
         """The `top` labels with scores for each photo; unreadable files are reported, never raised."""
         if top < 1:
             raise InputError(f"--top must be at least 1, got {top}")
         report = PredictionReport()
-        for chunk in self.predict_chunks(paths):
+        for chunk in self.predict_chunks(paths, max_bytes):
             report.errors += chunk.errors
             report.results += [
                 {"file": name, "labels": top_labels(scores, self.labels, top)}

@@ -8,6 +8,7 @@ ones, a `{low, high, log}` range.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from automl.data.files import is_system_folder
 from automl.errors import RecipeError
 
 Head = Literal["softmax", "mlp", "svm"]
@@ -37,6 +39,8 @@ _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?
 
 def parse_duration(value: Any) -> float | None:
     """Seconds from `90`, `"90s"`, `"10m"`, `"1h30m"`; `None` stays `None` (no limit)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a duration; write it like 90s, 10m or 1h30m")
     if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
         return None if value is None else float(value)
     if isinstance(value, str):
@@ -55,8 +59,16 @@ def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds go to NumPy, Optuna and TensorFlow, which take at most 32 unsigned bits."""
+MAX_RECIPE_BYTES = 1024 * 1024
+MAX_NESTING = 20
+"""A recipe is 3 levels deep; deeper YAML is refused before it is built (PyYAML recurses per level)."""
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FloatRange(_Section):
@@ -97,11 +109,20 @@ class DataSection(_Section):
     train: float = Field(0.7, gt=0, lt=1, description="Fraction of each class used for training.")
     val: float = Field(0.15, gt=0, lt=1, description="Fraction used to choose between trials.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction used once, on the best model.")
-    seed: int = Field(0, description="Changes the split; the same seed always gives the same split.")
+    seed: Seed = Field(0, description="Changes the split; the same seed always gives the same split.")
     max_per_class: int | None = Field(None, gt=0, description="Cap on images per class (null: all).")
     imagenet_classes: list[str] = Field(
         default_factory=list, description="Classes that are ImageNet-1k classes ('internal'), for reports."
     )
+
+    @field_validator("folder")
+    @classmethod
+    def _not_a_system_folder(cls, folder: str) -> str:
+        if not folder.strip():
+            raise ValueError("must name the dataset folder")
+        if folder.startswith("/") and is_system_folder(folder):  # also `/data/../proc` and links into /proc
+            raise ValueError(f"{folder!r} is a system folder, not a dataset; give the folder of class sub-folders")
+        return folder
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> DataSection:
@@ -153,7 +174,7 @@ class SearchSection(_Section):
     epochs: int = Field(20, gt=0, description="Most epochs per trial; the scheduler may stop earlier.")
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random or grid.")
     scheduler: Scheduler = Field("asha", description="Tune scheduler stopping poor trials early.")
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("learning_rate", "epsilon", "svm_c")
     @classmethod
@@ -237,11 +258,21 @@ def json_schema() -> dict[str, Any]:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe; any problem raises `RecipeError` naming file:line and the key."""
+    from automl.data.files import read_bounded
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bounded(path, MAX_RECIPE_BYTES)
     except OSError as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            hint="save the recipe as UTF-8",
+        ) from None
     return parse_recipe(text, source=str(path))
 
 
@@ -249,7 +280,9 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     try:
         loader = yaml.SafeLoader(text)
         try:
-            root = loader.get_single_node()
+            root = _compose_bounded(loader, source)
+            if root is not None:
+                _refuse_duplicate_keys(root, source)
             raw = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
@@ -267,6 +300,57 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
             hint="recipes/animals10.yaml documents every key; `automl recipe schema` prints the JSON Schema",
         ) from None
     return recipe if recipe.name else recipe.model_copy(update={"name": Path(source).stem})
+
+
+def _compose_bounded(loader: yaml.SafeLoader, source: str) -> yaml.Node | None:
+    """The document's node tree, refusing nesting deeper than MAX_NESTING from the token stream, before
+    PyYAML's recursive composer would overflow Python's stack on a few kilobytes of brackets."""
+    depth = 0
+    for token in _peek_tokens(loader):
+        if isinstance(
+            token,
+            yaml.BlockMappingStartToken
+            | yaml.BlockSequenceStartToken
+            | yaml.FlowMappingStartToken
+            | yaml.FlowSequenceStartToken,
+        ):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RecipeError(
+                    f"{source}:{token.start_mark.line + 1}: nested more than {MAX_NESTING} levels deep; "
+                    "a recipe is a few sections of keys"
+                )
+        elif isinstance(token, yaml.BlockEndToken | yaml.FlowMappingEndToken | yaml.FlowSequenceEndToken):
+            depth -= 1
+    return loader.get_single_node()
+
+
+def _peek_tokens(loader: yaml.SafeLoader) -> Any:
+    """Every token of the text, scanned by a second loader (the first one still composes from the start)."""
+    scanner = yaml.SafeLoader(loader.buffer.rstrip("\0"))
+    try:
+        while scanner.check_token():
+            yield scanner.get_token()
+    finally:
+        scanner.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
+    """YAML keeps the last of two equal keys silently; a recipe saying `epochs` twice is a mistake to show."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name in seen:
+                raise RecipeError(
+                    f"{source}:{key.start_mark.line + 1}: key {name!r} appears twice (first on line {seen[name]}); "
+                    "keep one"
+                )
+            seen[name] = key.start_mark.line + 1
+            _refuse_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, source)
 
 
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:

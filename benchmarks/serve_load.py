@@ -10,6 +10,12 @@ its resident memory (from its own /metrics) after warm-up and at the end. Checks
 targets (zero errors, p99 < 1 s at 16 clients, 16 clients >= 2x the throughput of 1, memory growth
 <= 10 %), writes benchmarks/out/serve_load.json and its section of benchmarks/RESULTS.md, and exits 1
 if a target is missed.
+
+Then an abuse phase (`--abuse-seconds`, 0 to skip): while one normal client sends photos, 2 clients send
+PNGs at the decoded-pixel limit (4000x4000 RGBA = 16 MP), 100 clients upload 10 MB at once, again and
+again, and 150 connections dribble request headers that never end. Checks that the server's resident
+memory (sampled from /proc every 0.1 s) stays under `ABUSE_MEMORY_BOUND` and the normal client's p99
+under 1 s.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from automl.machine import describe
 from benchmarks import results as results_md
 
 CLIENTS = (1, 16)
+ABUSE_MEMORY_BOUND = 1.5 * 2**30
+"""Resident memory the server must stay under while abused (RELIABILITY.md derives it from the limits)."""
+LARGE_CLIENTS, UPLOAD_CLIENTS, SLOW_CONNECTIONS, UPLOAD_BYTES = 2, 100, 150, 10 * 2**20
 
 
 @dataclass
@@ -145,6 +154,109 @@ async def run_clients(url: str, photos: list[bytes], clients: int, seconds: floa
     )
 
 
+def near_limit_png(side: int = 4000) -> bytes:
+    """A 16 MP RGBA PNG (the server's default decoded-pixel limit) that compresses to ~100 KB on the wire."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((side, side, 4), dtype=np.uint8)
+    pixels[..., 0] = np.arange(side, dtype=np.uint32)[:, None] % 256
+    pixels[..., 3] = 200
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def slow_headers(port: int, stop: asyncio.Event, opened: list[int]) -> None:
+    """One slowloris connection at a time: half a request, then a header byte a second; reopened when closed."""
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            opened[0] += 1
+            writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+            while not stop.is_set() and not reader.at_eof():
+                await writer.drain()
+                writer.write(b"X")
+                try:
+                    await asyncio.wait_for(reader.read(1), 1.0)
+                except TimeoutError:
+                    continue
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.2)
+
+
+async def run_abuse(url: str, pid: int, photos: list[bytes], seconds: float) -> dict[str, object]:
+    """The abuse phase: normal client latencies, abusers' status codes, the server's peak resident memory."""
+    port = int(url.rsplit(":", 1)[1])
+    stop = asyncio.Event()
+    large, garbage = near_limit_png(), np.random.default_rng(0).bytes(UPLOAD_BYTES)
+    statuses: dict[str, dict[str, int]] = {"large": {}, "upload": {}, "normal": {}}
+    latencies: list[float] = []
+    peak = [0]
+    opened = [0]
+
+    def count(kind: str, status: str) -> None:
+        statuses[kind][status] = statuses[kind].get(status, 0) + 1
+
+    async def sample_memory() -> None:
+        while not stop.is_set():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+            await asyncio.sleep(0.1)
+
+    async def abuser(client: httpx.AsyncClient, kind: str, body: bytes) -> None:
+        while not stop.is_set():
+            try:
+                response = await client.post("/v1/predict", content=body, headers={"Content-Type": "image/png"})
+                count(kind, str(response.status_code))
+            except httpx.HTTPError as exc:
+                count(kind, type(exc).__name__)
+
+    async def normal(client: httpx.AsyncClient) -> None:
+        index = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                response = await client.post("/v1/predict", content=photos[index % len(photos)])
+                count("normal", str(response.status_code))
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+            except httpx.HTTPError as exc:
+                count("normal", type(exc).__name__)
+            index += 1
+            await asyncio.sleep(0.05)
+
+    limits = httpx.Limits(max_connections=UPLOAD_CLIENTS + LARGE_CLIENTS)
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as crowd,
+        httpx.AsyncClient(base_url=url, timeout=60) as single,
+    ):
+        tasks = [asyncio.create_task(sample_memory())]
+        tasks += [asyncio.create_task(slow_headers(port, stop, opened)) for _ in range(SLOW_CONNECTIONS)]
+        tasks += [asyncio.create_task(abuser(crowd, "large", large)) for _ in range(LARGE_CLIENTS)]
+        tasks += [asyncio.create_task(abuser(crowd, "upload", garbage)) for _ in range(UPLOAD_CLIENTS)]
+        tasks.append(asyncio.create_task(normal(single)))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await asyncio.wait(tasks, timeout=60)
+        rss_after = server_gauges(url)["rss"]
+    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    return {
+        "seconds": seconds,
+        "normal_requests": len(latencies),
+        "normal_p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "normal_p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "statuses": statuses,
+        "slow_connections_opened": opened[0],
+        "peak_rss_mb": round(peak[0] / 2**20, 1),
+        "rss_after_mb": round(rss_after / 2**20, 1),
+        "large_png_bytes": len(large),
+    }
+
+
 def verdicts(phases: dict[int, Phase], rss_start: float, rss_end: float) -> dict[str, bool]:
     single, loaded = phases[1], phases[16]
     return {
@@ -164,6 +276,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=200, help="How many photos the clients cycle through.")
     parser.add_argument("--seconds", type=float, default=60.0, help="Duration of each phase.")
     parser.add_argument("--max-requests", type=int, default=50_000, help="Request cap of each phase.")
+    parser.add_argument("--abuse-seconds", type=float, default=30.0, help="Duration of the abuse phase (0: skip).")
     args = parser.parse_args()
 
     labels = sorted(p.name for p in args.dataset.iterdir() if p.is_dir())
@@ -185,11 +298,15 @@ def main() -> None:
                 for clients in CLIENTS
             }
             rss_end = server_gauges(url)["rss"]
+            abuse = asyncio.run(run_abuse(url, server.pid, photos, args.abuse_seconds)) if args.abuse_seconds else None
         finally:
             server.terminate()
             server.wait(timeout=30)
 
     checks = verdicts(phases, rss_start, rss_end)
+    if abuse is not None:
+        checks["abused: peak memory < 1.5 GB"] = abuse["peak_rss_mb"] * 2**20 < ABUSE_MEMORY_BOUND
+        checks["abused: normal client p99 < 1 s"] = abuse["normal_p99_ms"] < 1000
     model_name = str(args.model) if args.model else f"{args.backbone} ({args.weights} weights) + softmax head"
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -199,6 +316,7 @@ def main() -> None:
         "phases": [asdict(phase) for phase in phases.values()],
         "rss_start_mb": round(rss_start / 2**20, 1),
         "rss_end_mb": round(rss_end / 2**20, 1),
+        "abuse": abuse,
         "checks": checks,
     }
     body = "\n\n".join(
@@ -207,11 +325,25 @@ def main() -> None:
             "clients on loopback (the load generator shares the machine's cores with the server).",
             results_md.table([asdict(phase) for phase in phases.values()]),
             f"Server resident memory: {result['rss_start_mb']} MB after warm-up, {result['rss_end_mb']} MB at the end.",
+            abuse_text(abuse),
             results_md.verdicts(checks),
         ]
     )
     results_md.publish("serve_load", "HTTP API under load (automl serve)", result, body)
     sys.exit(0 if all(checks.values()) else 1)
+
+
+def abuse_text(abuse: dict | None) -> str:
+    if abuse is None:
+        return "Abuse phase skipped (--abuse-seconds 0)."
+    return (
+        f"Abuse phase ({abuse['seconds']:g} s, default limits): {LARGE_CLIENTS} clients sending a 4000x4000 RGBA PNG "
+        f"({abuse['large_png_bytes']:,} bytes, 16 MP decoded) in a loop, {UPLOAD_CLIENTS} clients uploading 10 MB "
+        f"of noise in a loop, {SLOW_CONNECTIONS} connections dribbling headers ({abuse['slow_connections_opened']} "
+        f"opened in all), and one normal client. Normal client: {abuse['normal_requests']} photos answered, p50 "
+        f"{abuse['normal_p50_ms']} ms, p99 {abuse['normal_p99_ms']} ms. Server peak resident memory "
+        f"{abuse['peak_rss_mb']} MB, {abuse['rss_after_mb']} MB after. Status codes: {abuse['statuses']}."
+    )
 
 
 if __name__ == "__main__":

@@ -106,3 +106,46 @@ def test_human_output_lists_classes_and_skipped_files(tmp_path: Path) -> None:
     assert result.returncode == 0
     for text in ("Classes and splits", "Not used", "truncated.jpg", "decompression bomb", "warning:"):
         assert text in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_links_fifos_and_markup_names_are_reported_never_followed_or_read(tmp_path: Path) -> None:
+    """A link to / inside a class is not walked; a link that cannot be stat'ed, a FIFO and a device are
+    skipped with their reason; names holding Rich markup and control characters print literally."""
+    root = tmp_path / "data"
+    for name in ("cats", "dogs["):  # relative paths `dogs[/b]0.jpg`: a closing tag Rich used to crash on
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"b]{i}.jpg").write_bytes(jpeg(seed=10 * len(name) + i))
+    (root / "cats" / "everything").symlink_to("/")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "photo.jpg").write_bytes(jpeg(seed=1))
+    (root / "cats" / "locked.jpg").symlink_to(locked / "photo.jpg")
+    locked.chmod(0)
+    os.mkfifo(root / "cats" / "pipe.jpg")
+    (root / "dogs[" / "zero.jpg").symlink_to("/dev/zero")
+    (root / "dogs[" / "bell\x07.jpg").write_bytes(b"plain text, not a photo")
+    try:
+        code, report = check_json(root, tmp_path / "cache")
+        human = automl("data", "check", str(root), cache=tmp_path / "cache")
+    finally:
+        locked.chmod(0o755)
+    assert code == 0 and report["totals"]["images"] == (7 if os.geteuid() == 0 else 6)  # root reads locked.jpg
+    reasons = {row["path"]: row["reason"] for row in report["skipped"]}
+    assert "link to a folder inside a class: not followed" in reasons["cats/everything"]
+    if os.geteuid() != 0:  # root reads through any permission
+        assert "broken or unreadable link (Permission denied)" in reasons["cats/locked.jpg"]
+    assert "FIFO" in reasons["cats/pipe.jpg"] and "not read" in reasons["cats/pipe.jpg"]
+    assert "not a regular file" in reasons["dogs[/zero.jpg"]
+    assert human.returncode == 0, human.stderr
+    assert "Traceback" not in human.stderr and "MarkupError" not in human.stderr
+    assert "dogs[/b]0.jpg" in human.stdout or "dogs[" in human.stdout
+    assert "bell\\x07.jpg" in human.stdout and "\x07" not in human.stdout
+
+
+@pytest.mark.parametrize("folder", ["/", "/proc", "/sys/class", "/tmp/../dev"])
+def test_system_folders_are_refused_before_a_scan(folder: str, tmp_path: Path) -> None:
+    result = automl("data", "check", folder, cache=tmp_path)
+    assert result.returncode == 2 and "a system folder, not a dataset" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

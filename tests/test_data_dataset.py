@@ -187,22 +187,24 @@ def test_a_class_of_one_image_goes_to_train_with_a_warning(tmp_path: Path) -> No
 
 
 def test_unreadable_files_and_broken_links_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """chmod 000 does not stop root (these tests may run as root), so the refusal is raised in read_bytes."""
+    """chmod 000 does not stop root (these tests may run as root), so the refusal is raised in the read."""
     make_classes(tmp_path, {"a": 3, "b": 3})
     locked = tmp_path / "a" / "locked.jpg"
     locked.write_bytes(jpeg(5))
     (tmp_path / "b" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    real_read_bytes = Path.read_bytes
+    import automl.data.dataset
 
-    def read_bytes(path: Path) -> bytes:
+    real_read = automl.data.dataset.read_bounded
+
+    def read_bounded(path: Path) -> bytes:
         if path == locked:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_read_bytes(path)
+        return real_read(path)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(automl.data.dataset, "read_bounded", read_bounded)
     assert [(s.path.name, s.reason) for s in scan(tmp_path).skipped] == [
         ("locked.jpg", "cannot read: Permission denied"),
-        ("gone.jpg", "not a regular file (broken link, socket or device)"),
+        ("gone.jpg", "broken or unreadable link (No such file or directory): fix its permissions or remove it"),
     ]
 
 

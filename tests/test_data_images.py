@@ -32,7 +32,7 @@ from image_cases import (
 from PIL import Image, ImageFile
 
 from automl.backbones.base import Resize
-from automl.data.images import MAX_PIXELS, ImageError, decode_image, probe_image, verify_image
+from automl.data.images import MAX_PIXELS, ImageError, decode_image, decoded_pixels, probe_image, verify_image
 
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:
@@ -198,3 +198,49 @@ def test_random_damage_gives_pixels_or_image_error_never_a_crash() -> None:
                 assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
                 outcomes["decoded"] += 1
     assert outcomes["refused"] > 0 and sum(outcomes.values()) == 40 * len(originals)
+
+
+def _encoded(fmt: str, mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 100, 50)[: len(mode)] if mode != "P" else 3).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"])
+def test_every_allowed_format_decodes(fmt: str) -> None:
+    assert decode_image(_encoded(fmt)).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PPM", "ICO", "PCX", "TGA", "SGI", "IM", "DDS"])
+def test_formats_outside_the_allow_list_are_not_images(fmt: str) -> None:
+    """EPS above all: Pillow would hand it to Ghostscript, an external program."""
+    with pytest.raises(ImageError, match="not an image"):
+        decode_image(_encoded(fmt, "RGBA" if fmt == "DDS" else "RGB"))
+
+
+def test_postscript_named_jpg_never_runs_a_program() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke showpage\n"
+    with pytest.raises(ImageError) as refused:
+        decode_image(eps)
+    assert refused.value.reason == "not an image: the file holds text"
+
+
+def test_transparency_on_white_equals_alpha_composite() -> None:
+    """The lean compositing (paste through alpha) gives exactly Pillow's alpha_composite on opaque white."""
+    rgba = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 80, 4), dtype=np.uint8), "RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    assert np.array_equal(decode_image(buffer.getvalue()), expected)
+
+
+def test_max_pixels_bounds_what_is_decoded_not_what_is_declared() -> None:
+    png = _encoded("PNG", size=(1000, 1000))
+    with pytest.raises(ImageError, match=r"1000x1000 = 1,000,000 pixels, more than the limit of 999,999"):
+        decode_image(png, max_pixels=999_999)
+    assert decoded_pixels(png) == 1_000_000
+    large_jpeg = _encoded("JPEG", size=(4000, 3000))  # DCT scaling decodes it at 1/8 for a 224 px input
+    resize = Resize(224, 0.875, "bicubic")
+    assert decoded_pixels(large_jpeg, resize) == 500 * 375
+    assert decode_image(large_jpeg, resize, max_pixels=200_000).shape == (224, 224, 3)

@@ -119,3 +119,55 @@ def test_shipped_recipes_validate() -> None:
     for path in recipes:
         result = run_cli("recipe", "check", str(path))
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "data: {folder: a}\nsearch:\n  epochs: 3\n  epochs: 5\n",
+            r"r.yaml:4: key 'epochs' appears twice \(first on line 3\)",
+        ),
+        ("data: {folder: a}\ndata: {folder: b}\n", r"r.yaml:2: key 'data' appears twice"),
+        ("data: {folder: a}\nx: " + "[" * 5000 + "]" * 5000 + "\n", r"r.yaml:2: nested more than 20 levels deep"),
+        ("data: {folder: a}\n" + "".join("  " * i + f"k{i}:\n" for i in range(40)), r"nested more than 20 levels"),
+        ("data: {folder: a}\nsearch: {seed: -5}\n", r"search.seed: Input should be greater than or equal to 0"),
+        (
+            "data: {folder: a, seed: 81129638414606681695789005144064}\n",
+            r"data.seed: .*less than or equal to 4294967295",
+        ),
+        ("data: {folder: a}\nbudget: {time: .nan}\n", r"budget.time: nan is not a duration"),
+        ("data: {folder: a}\nbudget: {trial_time: .inf}\n", r"budget.trial_time: inf is not a duration"),
+        (
+            "data: {folder: a}\nsearch: {learning_rate: .inf}\n",
+            r"search.learning_rate.low: Input should be a finite number",
+        ),
+        (
+            "data: {folder: a}\nsearch: {svm_c: {low: .nan, high: 1}}\n",
+            r"search.svm_c.low: Input should be a finite number",
+        ),
+        ("data: {folder: /}\n", r"data.folder: '/' is a system folder"),
+        ("data: {folder: /proc}\n", r"data.folder: '/proc' is a system folder"),
+        ("data: {folder: /sys/class/net}\n", r"data.folder: '/sys/class/net' is a system folder"),
+        ("data: {folder: /tmp/../dev/}\n", r"data.folder: '/tmp/../dev/' is a system folder"),
+    ],
+)
+def test_hostile_or_careless_recipes_get_one_clear_error(text: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(text, source="r.yaml")
+
+
+def test_a_recipe_that_is_not_utf8_is_refused_with_the_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("name: x\ndata: {folder: caf\xe9}\n".encode("latin-1"))
+    result = run_cli("recipe", "check", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{recipe}:2: not UTF-8 text (byte 0xe9 at offset 26)" in result.stderr
+
+
+def test_a_fifo_given_as_a_recipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "recipe.yaml")
+    with pytest.raises(RecipeError, match=r"not a regular file \(a FIFO"):
+        load_recipe(tmp_path / "recipe.yaml")

@@ -44,10 +44,15 @@ def model(model_dir: Path) -> ExportedModel:
 class LoopbackServer:
     """uvicorn in a background thread on a free loopback port."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, settings: ServeSettings | None = None) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        from automl.serve.connections import guarded_h11
+
+        settings = settings or ServeSettings()
+        protocol = guarded_h11(settings.header_timeout_s, settings.max_connections)  # as `automl serve` runs it
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=protocol)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -218,7 +223,13 @@ def test_metrics_count_requests_by_status_and_show_memory(url: str) -> None:
 
 def test_labels_health_and_docs(url: str, model: ExportedModel) -> None:
     assert httpx.get(f"{url}/v1/labels").json() == {"labels": model.labels}
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "labels": 10, "input_size": 64}
+    health = httpx.get(f"{url}/healthz").json()
+    assert {k: health[k] for k in ("status", "labels", "input_size")} == {
+        "status": "ok",
+        "labels": 10,
+        "input_size": 64,
+    }
+    assert "decoded and predicted" in health["self_check"]
     assert httpx.get(f"{url}/docs").status_code == 200
     spec = httpx.get(f"{url}/openapi.json").json()
     assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
@@ -281,17 +292,28 @@ def test_a_stalled_upload_gets_408_and_frees_the_server(model: ExportedModel, jp
         assert post(base, content=photo).status_code == 200
 
 
-def test_a_burst_of_200_requests_is_all_answered(url: str, animals10: Path) -> None:
+def test_a_burst_beyond_the_requests_in_flight_gets_503_with_retry_after(url: str, animals10: Path) -> None:
+    """200 at once against 64 in flight: every request is answered at once, 200 or 503 with Retry-After (no
+    queue grows), and each refused one succeeds when retried as told."""
     photos = [p.read_bytes() for p in sorted((animals10 / "dog").iterdir())[:20]]
 
-    async def burst() -> list[httpx.Response]:
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response]]:
         limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-            return await asyncio.gather(*(client.post("/v1/predict", content=photos[i % 20]) for i in range(200)))
+            first = await asyncio.gather(*(client.post("/v1/predict", content=photos[i % 20]) for i in range(200)))
+            refused = [i for i, r in enumerate(first) if r.status_code == 503]
+            await asyncio.sleep(max([int(first[i].headers["Retry-After"]) for i in refused], default=0))
+            retried = [await client.post("/v1/predict", content=photos[i % 20]) for i in refused]
+            return first, retried
 
-    responses = asyncio.run(burst())
-    assert [r.status_code for r in responses].count(200) == 200
-    assert all(len(r.json()["labels"]) == 5 for r in responses)
+    first, retried = asyncio.run(burst())
+    statuses = [r.status_code for r in first]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= ServeSettings().max_in_flight
+    for response in first:
+        if response.status_code == 503:
+            assert response.headers["Retry-After"] == "1"
+            assert "requests in flight" in response.json()["detail"]
+    assert all(r.status_code == 200 and len(r.json()["labels"]) == 5 for r in retried)
 
 
 @pytest.mark.timeout(120)  # a server that never prints its address must not hang the suite

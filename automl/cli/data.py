@@ -56,24 +56,27 @@ def check(
 
 
 def _render(report: dict[str, Any], full: bool) -> None:
+    """The report as tables; every name and reason comes from the user's folder, so each is printed escaped."""
     from rich.console import Console
     from rich.table import Table
+
+    from automl.cli.text import safe
 
     console = Console()
     totals = report["totals"]
     console.print(
-        f"[bold]{report['root']}[/]: {totals['files']} files, {totals['classes']} classes, "
+        f"[bold]{safe(report['root'])}[/]: {totals['files']} files, {totals['classes']} classes, "
         f"{totals['images']} distinct usable images, {totals['skipped']} skipped"
         + ("" if full else " [yellow](--fast: headers only, truncated files not detected)[/]")
     )
     classes = Table("class", "files", "images", "train", "val", "test", title="Classes and splits")
     for row in report["classes"]:
-        classes.add_row(*(str(row[key]) for key in ("name", "files", "images", "train", "val", "test")))
+        classes.add_row(*(safe(row[key]) for key in ("name", "files", "images", "train", "val", "test")))
     splits = report["splits"]
     classes.add_row("[bold]total", "", str(totals["images"]), *(str(splits[s]) for s in ("train", "val", "test")))
     console.print(classes)
 
-    console.print("formats: " + _counts(report["formats"]) + "    modes: " + _counts(report["modes"]))
+    console.print("formats: " + safe(_counts(report["formats"])) + "    modes: " + safe(_counts(report["modes"])))
     width, height = report["size"]["width"], report["size"]["height"]
     console.print(
         f"width min/median/max: {width['min']}/{width['median']}/{width['max']} px, "
@@ -90,22 +93,22 @@ def _render(report: dict[str, Any], full: bool) -> None:
     )
     for group in (crossing + [g for g in groups if not g["crosses_classes"]])[:_SHOWN_DUPLICATE_GROUPS]:
         where = f"classes {', '.join(group['classes'])}" if group["crosses_classes"] else ", ".join(group["splits"])
-        console.print(f"  {' = '.join(group['paths'])}  [dim]({where})[/]")
+        console.print(f"  {safe(' = '.join(group['paths']))}  [dim]({safe(where)})[/]")
     if len(groups) > _SHOWN_DUPLICATE_GROUPS:
         console.print(f"  ... {len(groups) - _SHOWN_DUPLICATE_GROUPS} more (--json lists all)")
 
     if report["extension_mismatches"]:
         mismatches = Table("file", "extension", "real format", title="Extension does not match content")
         for row in report["extension_mismatches"]:
-            mismatches.add_row(row["path"], row["extension"], row["format"])
+            mismatches.add_row(safe(row["path"]), safe(row["extension"]), safe(row["format"]))
         console.print(mismatches)
     if report["skipped"]:
         skipped = Table("file", "reason", title="Not used", title_style="bold red")
         for row in report["skipped"]:
-            skipped.add_row(row["path"], row["reason"])
+            skipped.add_row(safe(row["path"]), safe(row["reason"]))
         console.print(skipped)
     for warning in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {safe(warning)}")
 
 
 def _counts(counts: dict[str, int]) -> str:

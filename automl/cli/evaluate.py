@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from automl.data.files import MAX_FILE_BYTES, MIB
+
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
 
@@ -23,6 +25,8 @@ def _print_json(payload: Any) -> None:
 def _print_evaluation(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from automl.cli.text import safe
 
     console = Console()
     console.print(
@@ -40,7 +44,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     table = Table("class", "n", "accuracy", "precision", "recall", "F1", title="per class")
     for row in result["per_class"]:
         table.add_row(
-            row["label"],
+            safe(row["label"]),
             str(row["support"]),
             f"{row['accuracy']:.2%}",
             f"{row['precision']:.3f}",
@@ -51,21 +55,23 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     edges, counts = result["histogram"]["edges"], result["histogram"]["counts"]
     bins = ", ".join(f"{lo}-{hi}%: {n}" for lo, hi, n in zip(edges, edges[1:], counts, strict=False) if n)
     console.print(f"classes per accuracy bin: {bins}")
-    pairs = "; ".join(f"{p['true']} → {p['predicted']} ×{p['count']}" for p in result["confused_pairs"][:5])
+    pairs = "; ".join(f"{safe(p['true'])} → {safe(p['predicted'])} ×{p['count']}" for p in result["confused_pairs"][:5])
     console.print(f"most confused: {pairs or 'none'}")
     for skipped in result["skipped"]:
-        console.print(f"[yellow]skipped[/] {skipped['file']}: {skipped['error']}")
+        console.print(f"[yellow]skipped[/] {safe(skipped['file'])}: {safe(skipped['error'])}")
 
 
 def _print_predictions(report: dict[str, Any]) -> None:
     from rich.console import Console
 
+    from automl.cli.text import safe
+
     console = Console()
     for result in report["results"]:
-        labels = ", ".join(f"{item['label']} {item['score']:.3f}" for item in result["labels"])
-        console.print(f"[bold]{result['file']}[/]: {labels}")
+        labels = ", ".join(f"{safe(item['label'])} {item['score']:.3f}" for item in result["labels"])
+        console.print(f"[bold]{safe(result['file'])}[/]: {labels}")
     for error in report["errors"]:
-        console.print(f"[red]{error['file']}[/]: {error['error']}")
+        console.print(f"[red]{safe(error['file'])}[/]: {safe(error['error'])}")
 
 
 def evaluate(
@@ -92,12 +98,18 @@ def predict(
     model: Path = typer.Argument(..., help="Run folder, its model/ folder, or a .keras file."),
     images: list[Path] = typer.Argument(..., help="Photos to label (any format Pillow reads, by content)."),
     top: int = typer.Option(5, "--top", min=1, help="How many labels per photo."),
+    max_file_mb: float = typer.Option(
+        MAX_FILE_BYTES / MIB, min=0.001, help="Largest photo file read; larger ones are reported, not read."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """The TOP labels with scores for each photo; unreadable photos are listed, and fail the command only if all do."""
+    """The TOP labels with scores for each photo; unreadable photos are listed, and fail the command only if all do.
+
+    Only regular files are read (a FIFO, a device or a folder is reported and skipped).
+    """
     from automl.exported import ExportedModel
 
-    report = ExportedModel.load(model).predict_files(images, top=top)
+    report = ExportedModel.load(model).predict_files(images, top=top, max_bytes=int(max_file_mb * MIB))
     if as_json:
         _print_json(report.to_dict())
     else:

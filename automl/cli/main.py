@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer
 
+from automl.cli.text import plain
 from automl.errors import AutomlError
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def main() -> None:
     try:
         app()
     except AutomlError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {plain(exc)}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM_REFUSALS:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from automl.errors import InputError
-from automl.runs.trials import TrialStatus
+from automl.runs.trials import TrialRecord, TrialStatus
 
 TOP_DEFAULT = 15
 
@@ -70,17 +70,26 @@ def status(
     top: int = typer.Option(TOP_DEFAULT, "--top", min=1, help="Rows of the leaderboard to show."),
 ) -> None:
     """Leaderboard of a running or finished search: every trial's status, accuracy, time and configuration."""
-    from automl.runs import RunFolder, Summary
+    from automl.runs import RunFolder, RunFolderError, Summary
     from automl.search.tune_state import read_trials
 
     folder = RunFolder(run_dir)
     if not folder.is_run():
         raise InputError(f"{run_dir}: not a search run folder (no recipe.yaml)", hint="pass a folder under runs/")
-    trials = read_trials(folder)
-    summary = Summary.read(folder.summary) if folder.is_finished() else None
+    try:  # a damaged or foreign run folder (garbage trials.parquet, wrong JSON types) is one clear error
+        trials = read_trials(folder)
+        summary = Summary.read(folder.summary) if folder.is_finished() else None
+        counts = trials.counts()
+        shown = trials.trials[:top]
+        rows = [_leaderboard_row(rank, trial) for rank, trial in enumerate(shown, start=1)]
+    except RunFolderError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{run_dir}: damaged run folder, cannot read its trials or summary ({type(exc).__name__}: {exc})",
+            hint="trials.parquet or summary.json was truncated or edited; `automl search --resume` rewrites them",
+        ) from None
     state = "finished" if summary else "running or stopped"
-    counts = trials.counts()
-    shown = trials.trials[:top]
     if as_json:
         payload = {
             "run_dir": str(run_dir),
@@ -94,24 +103,31 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from automl.cli.text import plain, safe
+
     title = f"{run_dir} ({state}): {counts.done} done, {counts.running} running, {counts.failed} failed"
-    table = Table(title=title)
+    table = Table(title=safe(title))
     for column in ("#", "val acc", "status", "epochs", "seconds", "trial", "configuration or error"):
         table.add_column(column, justify="right" if column in ("#", "val acc", "epochs", "seconds") else "left")
-    for rank, trial in enumerate(shown, start=1):
-        detail = trial.error if trial.status == TrialStatus.FAILED else trial.describe()
-        table.add_row(
-            str(rank),
-            _number(trial.val_accuracy),
-            str(trial.status),
-            str(trial.epochs),
-            _number(trial.seconds, ".1f"),
-            trial.trial_id,
-            detail,
-        )
+    for row in rows:
+        table.add_row(*(safe(cell) for cell in row))
     Console().print(table)
     if summary:
-        typer.echo(f"stop reason: {summary.stop_reason}; model: {summary.model}")
+        typer.echo(plain(f"stop reason: {summary.stop_reason}; model: {summary.model}"))
+
+
+def _leaderboard_row(rank: int, trial: TrialRecord) -> list[str]:
+    """One leaderboard row as text (escaped by the caller: names and errors are untrusted)."""
+    detail = trial.error if trial.status == TrialStatus.FAILED else trial.describe()
+    return [
+        str(rank),
+        _number(trial.val_accuracy),
+        str(trial.status),
+        str(trial.epochs),
+        _number(trial.seconds, ".1f"),
+        trial.trial_id,
+        str(detail),
+    ]
 
 
 def _number(value: float | None, spec: str = ".4f") -> str:

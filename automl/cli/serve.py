@@ -33,6 +33,24 @@ def serve(
     upload_timeout_s: float = typer.Option(
         DEFAULTS.upload_timeout_s, min=0.1, help="Slowest upload accepted (408 after)."
     ),
+    header_timeout_s: float = typer.Option(
+        DEFAULTS.header_timeout_s, min=0.1, help="A connection not done sending request headers by then is closed."
+    ),
+    max_pixels: int = typer.Option(
+        DEFAULTS.max_pixels, min=1, help="Most pixels decoded per photo (after JPEG scaling; 422 above)."
+    ),
+    decode_threads: int = typer.Option(
+        DEFAULTS.decode_threads, min=1, help="Threads decoding photos (default: this container's CPUs, at most 4)."
+    ),
+    max_in_flight: int = typer.Option(
+        DEFAULTS.max_in_flight, min=1, help="Predictions handled at once (503 with Retry-After beyond)."
+    ),
+    max_upload_mb_in_flight: float = typer.Option(
+        DEFAULTS.max_upload_bytes_in_flight / MIB, min=0.001, help="Upload bytes held at once (503 beyond)."
+    ),
+    max_connections: int = typer.Option(
+        DEFAULTS.max_connections, min=1, help="Open connections (default: the descriptor limit less 64, at most 1000)."
+    ),
     log_level: str = typer.Option("info", help="Uvicorn log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/predict, GET /v1/labels, /healthz, /metrics, docs at /docs."""
@@ -50,17 +68,32 @@ def serve(
     import uvicorn
 
     from automl.exported import ExportedModel
-    from automl.serve.app import create_app
+    from automl.serve.app import create_app, self_check
+    from automl.serve.connections import guarded_h11
 
     settings = ServeSettings(
         max_body_bytes=int(max_body_mb * MIB),
         upload_timeout_s=upload_timeout_s,
+        header_timeout_s=header_timeout_s,
         max_batch=max_batch,
         batch_window_ms=batch_window_ms,
+        decode_threads=decode_threads,
+        max_pixels=max_pixels,
+        max_in_flight=max_in_flight,
+        max_upload_bytes_in_flight=int(max_upload_mb_in_flight * MIB),
+        max_connections=max_connections,
         api_key=api_key,
     )
-    app = create_app(ExportedModel.load(model), settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    loaded = ExportedModel.load(model)
+    self_check(loaded, settings.max_pixels)  # a model that cannot serve stops here, in one line, not at start-up
+    uvicorn.run(
+        create_app(loaded, settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        http=guarded_h11(settings.header_timeout_s, settings.max_connections),
+    )
 
 
 def _is_loopback(host: str) -> bool:

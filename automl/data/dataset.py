@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +44,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from automl.atomic import write_atomic
+from automl.data.files import FileRefused, is_system_folder, read_bounded
 from automl.data.images import ImageError, ImageInfo, probe_image, verify_image
 from automl.errors import DatasetError
+from automl.machine import usable_cpus
 from automl.paths import resolve_dataset, user_cache_dir
 
 if TYPE_CHECKING:
@@ -52,6 +56,8 @@ if TYPE_CHECKING:
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 MIN_IMAGES_FOR_SPLIT = 3
+_COUNTED_IN_SUBFOLDERS = 10_000
+"""Files counted in a sub-folder of a class before the count says `10,000+` (it is reported, never used)."""
 _INDEX_VERSION = f"2/pillow-{PIL.__version__}"
 """Entries from another layout or Pillow (which may decode differently) are not trusted."""
 
@@ -220,41 +226,73 @@ def _check_root(root: Path) -> None:
         raise DatasetError(f"{root}: dataset folder not found", hint="check the path, or set $AUTOML_DATA")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder", hint="give the folder that holds one sub-folder per class")
+    if is_system_folder(root):
+        raise DatasetError(f"{root}: a system folder, not a dataset", hint="give the folder of class sub-folders")
 
 
 def _walk(root: Path) -> tuple[list[str], list[Path], list[SkippedFile]]:
-    """Class folder names, the candidate files inside them, and what was skipped on the way."""
+    """Class folders, the candidate files inside them, and what was skipped on the way.
+
+    Nothing here follows a link out of the dataset into a tree: a class folder may be a link (a dataset
+    assembled from links), but a link to a folder inside a class is reported, never walked, and an entry
+    whose target cannot even be examined (permission, loop) is skipped with its reason.
+    """
     class_dirs: list[str] = []
     candidates: list[Path] = []
     skipped: list[SkippedFile] = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             skipped.append(SkippedFile(entry, "hidden file or folder: names starting with '.' are ignored"))
-        elif entry.is_dir():
+        elif (kind := _kind(entry, skipped)) == "dir":
             class_dirs.append(entry.name)
             candidates.extend(_class_files(entry, skipped))
-        else:
+        elif kind is not None:
             skipped.append(SkippedFile(entry, "file at the top level: images must sit in a class sub-folder"))
     return class_dirs, candidates, skipped
 
 
+def _kind(entry: Path, skipped: list[SkippedFile]) -> str | None:
+    """'dir', 'file' or 'other' for what `entry` points to; None (and a skipped entry) when it cannot be stat'ed."""
+    try:
+        mode = entry.stat().st_mode
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        what = "broken or unreadable link" if entry.is_symlink() else "cannot be examined"
+        skipped.append(SkippedFile(entry, f"{what} ({reason}): fix its permissions or remove it"))
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
 def _class_files(folder: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        skipped.append(SkippedFile(folder, f"class folder cannot be listed ({exc.strerror or exc})"))
+        return
+    for entry in entries:
         if entry.name.startswith("."):
             skipped.append(SkippedFile(entry, "hidden file: names starting with '.' are ignored"))
-        elif entry.is_dir():
-            inside = sum(1 for p in entry.rglob("*") if p.is_file())
+            continue
+        kind = _kind(entry, skipped)
+        if kind == "dir" and entry.is_symlink():
+            skipped.append(
+                SkippedFile(entry, "link to a folder inside a class: not followed; link the photos themselves instead")
+            )
+        elif kind == "dir":
+            found = (p for p in entry.rglob("*") if not p.is_symlink() and p.is_file())
+            inside = sum(1 for _ in itertools.islice(found, _COUNTED_IN_SUBFOLDERS))  # a huge tree is not walked
+            count = f"{inside:,}" + ("+" if inside == _COUNTED_IN_SUBFOLDERS else "")
             skipped.append(
                 SkippedFile(
                     entry,
-                    f"sub-folder inside a class ({inside} file{'' if inside == 1 else 's'} not used): move its "
+                    f"sub-folder inside a class ({count} file{'' if inside == 1 else 's'} not used): move its "
                     f"images up into '{folder.name}/', or make it a class of its own",
                 )
             )
-        elif entry.is_file():
+        elif kind == "file":
             yield entry
-        else:
-            skipped.append(SkippedFile(entry, "not a regular file (broken link, socket or device)"))
+        elif kind == "other":
+            skipped.append(SkippedFile(entry, "not a regular file (FIFO, socket or device): not read"))
 
 
 def _examine(
@@ -276,6 +314,8 @@ def _examine(
                 entry = _read_entry(path, stat, verify)
                 if index is not None:
                     index.store(relative, entry)
+        except FileRefused as exc:
+            return SkippedFile(path, str(exc))
         except OSError as exc:
             return SkippedFile(path, f"cannot read: {exc.strerror or exc}")
         if entry.error is not None:
@@ -284,7 +324,7 @@ def _examine(
         return ScannedFile(path, path.parent.name, entry.sha1, entry.info)
 
     scanned: list[ScannedFile] = []
-    workers = min(8, os.cpu_count() or 1)
+    workers = min(8, usable_cpus())
     with ThreadPoolExecutor(max_workers=workers) as pool, _progress_bar(progress, len(candidates)) as advance:
         for result in pool.map(examine, candidates):
             advance()
@@ -330,7 +370,7 @@ class _Entry:
 
 
 def _read_entry(path: Path, stat: os.stat_result, verify: bool) -> _Entry:
-    data = path.read_bytes()
+    data = read_bounded(path)  # a regular file of at most MAX_FILE_BYTES, even if swapped since the walk
     sha1 = hashlib.sha1(data).hexdigest()
     info, error = None, None
     try:

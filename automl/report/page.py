@@ -29,6 +29,8 @@ from automl.runs import RunFolder, Summary, TestMetrics, TrialTable
 
 THUMBNAIL_PX = 112
 MAX_THUMBNAILS = 24
+MAX_JSON_BYTES = 64 * 1024**2
+"""Largest metrics.json / summary.json read (a 100-class confusion matrix is ~40 KB)."""
 LEADERBOARD_ROWS = 25
 CUT_MEANING = {
     "all": "all (backbone frozen)",
@@ -82,6 +84,8 @@ class Run:
     metrics: dict[str, Any]
     """metrics.json as `TestMetrics` dumps it (headline fields and every detail)."""
     trials: TrialTable
+    photo_roots: tuple[Path, ...] = ()
+    """Folders thumbnails may be read from (`_photo_roots`)."""
 
     @property
     def root(self) -> Path:
@@ -101,7 +105,24 @@ def load_run(root: Path) -> Run:
     trials = read_trials(folder) if folder.trials.is_file() or folder.tune.is_dir() else TrialTable()
     summary = Summary.read(folder.summary) if folder.summary.is_file() else Summary()
     metrics = TestMetrics.read(folder.metrics).model_dump(mode="json") if folder.metrics.is_file() else {}
-    return Run(folder, summary, metrics, trials)
+    return Run(folder, summary, metrics, trials, _photo_roots(folder))
+
+
+def _photo_roots(folder: RunFolder) -> tuple[Path, ...]:
+    """Folders the report may read photos from: the run folder and the dataset its recipe.yaml names.
+
+    metrics.json names the misclassified photos by path; a run folder from someone else could name any file
+    on the machine (a FIFO, /dev/zero, a private photo to embed in the page): only these folders are read.
+    """
+    roots = [folder.root.resolve()]
+    try:
+        from automl.paths import resolve_dataset
+        from automl.recipe import load_recipe
+
+        roots.append(Path(resolve_dataset(load_recipe(folder.recipe).data.folder)).resolve())
+    except Exception:  # no recipe, or one that no longer validates: the run folder alone
+        pass
+    return tuple(roots)
 
 
 # -- markup helpers ---------------------------------------------------------------------------------
@@ -301,16 +322,20 @@ def confusion_section(run: Run) -> str:
     return f'<div class="grid">{_img(uri, "confusion matrix")}<div><h3>most confused pairs</h3>{pairs}</div></div>'
 
 
-def _thumbnail(path: str) -> str | None:
-    """A small inline JPEG of a photo, or None when it cannot be read any more."""
+def _thumbnail(path: str, roots: Sequence[Path]) -> str | None:
+    """A small inline JPEG of a photo inside `roots`, or None when it is outside them or cannot be read."""
     from PIL import Image
 
     from automl.backbones.base import Resize
+    from automl.data.files import read_bounded
     from automl.data.images import ImageError, decode_image
 
     try:
-        pixels = decode_image(Path(path).read_bytes(), Resize(size=THUMBNAIL_PX, resample="bilinear"))
-    except (OSError, ImageError):
+        real = Path(path).resolve()
+        if not any(real.is_relative_to(root) for root in roots):
+            return None
+        pixels = decode_image(read_bounded(real), Resize(size=THUMBNAIL_PX, resample="bilinear"))
+    except (OSError, ValueError, ImageError):
         return None
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
@@ -325,7 +350,7 @@ def misclassified_section(run: Run) -> str:
         return _note("every test photo was classified correctly")
     figures, unreadable = [], 0
     for item in wrong[:MAX_THUMBNAILS]:
-        uri = _thumbnail(item["file"])
+        uri = _thumbnail(str(item["file"]), run.photo_roots)
         if uri is None:
             unreadable += 1
             continue
@@ -335,7 +360,8 @@ def misclassified_section(run: Run) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>"
         )
     notes = f"{len(wrong)} misclassified test photos, most confident first"
-    notes += f"; showing {len(figures)}" + (f" ({unreadable} no longer readable)" if unreadable else "")
+    hidden = f" ({unreadable} not shown: unreadable now, or outside the run folder and its dataset)"
+    notes += f"; showing {len(figures)}" + (hidden if unreadable else "")
     return _note(notes) + f'<div class="thumbs">{"".join(figures)}</div>'
 
 
@@ -425,11 +451,21 @@ def render_report(run: Run) -> str:
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write `run_dir/report.html` (atomically) from the run folder's files and return its path."""
     from automl.errors import InputError
+    from automl.runs import RunFolderError
 
     folder = RunFolder(Path(run_dir))
     if not folder.root.is_dir():
         raise InputError(f"{folder.root}: not a folder", hint="give the run folder a search printed")
     if not folder.is_run():
         raise InputError(f"{folder.root}: not a run folder (no {folder.recipe.name})", hint="give a folder under runs/")
-    write_atomic(folder.report, render_report(load_run(folder.root)))
+    try:
+        page = render_report(load_run(folder.root))
+    except RunFolderError:
+        raise
+    except Exception as exc:  # missing columns, wrong JSON types the records let through: one clear line
+        raise InputError(
+            f"{folder.root}: damaged run folder, cannot write its report ({type(exc).__name__}: {str(exc)[:200]})",
+            hint="trials.parquet, metrics.json or summary.json was truncated or edited; rerun or resume the search",
+        ) from None
+    write_atomic(folder.report, page)
     return folder.report

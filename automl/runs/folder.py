@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from automl.errors import AutomlError
+from automl.errors import InputError
 
 RECIPE_FILE = "recipe.yaml"
 SUMMARY_FILE = "summary.json"
@@ -37,7 +37,7 @@ RESULT_FILE = "trial_result.npz"
 """The `TrialResult` inside each finished trial's checkpoint."""
 
 
-class RunFolderError(AutomlError):
+class RunFolderError(InputError):
     """A file of a run folder this version cannot read (damaged, or written by a newer automl)."""
 
 

@@ -15,6 +15,7 @@ from typing import Literal, Self
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from automl.atomic import write_atomic
+from automl.data.files import read_bounded
 from automl.dimensions import Value
 from automl.runs.folder import RunFolderError
 from automl.runs.trials import TrialCounts
@@ -22,6 +23,8 @@ from automl.runs.trials import TrialCounts
 StopReason = Literal["time", "trials", "target_accuracy", "search_space", "interrupted"]
 Config = dict[str, Value]
 """A trial's whole configuration: its dimensions plus `epochs` and `seed`."""
+MAX_RECORD_BYTES = 64 * 1024**2
+"""Largest summary.json / metrics.json read (a 100-class confusion matrix is ~40 KB)."""
 
 
 class _Record(BaseModel):
@@ -38,7 +41,8 @@ class _Record(BaseModel):
     def read(cls, path: Path) -> Self:
         """The record in `path`; `RunFolderError` naming the file and the key when it cannot be read."""
         try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            # bounded, regular files only: a FIFO or /dev/zero in a foreign run folder never hangs
+            return cls.model_validate(json.loads(read_bounded(path, MAX_RECORD_BYTES)))
         except (OSError, ValueError) as exc:
             problem = exc.errors()[0] if isinstance(exc, ValidationError) else None
             where = f" at {'.'.join(map(str, problem['loc']))}: {problem['msg']}" if problem else f": {exc}"

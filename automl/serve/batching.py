@@ -61,6 +61,11 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._serve_batches(), name="micro-batcher")
 
+    @property
+    def running(self) -> bool:
+        """Whether the consumer task is alive (False before `start()` and after it ended)."""
+        return self._worker is not None and not self._worker.done()
+
     async def stop(self) -> None:
         """Stop the consumer; requests still queued fail instead of waiting forever."""
         if self._worker is not None:
