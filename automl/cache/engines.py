@@ -22,16 +22,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from automl.paths import user_cache_dir
 
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
+    from automl.engines.openvino import CompiledIR
 
 log = logging.getLogger(__name__)
 IR_ROOT = "openvino"
-Forward = Callable[[np.ndarray], dict[str, np.ndarray]]
 _warned: set[str] = set()
 
 
@@ -40,33 +38,36 @@ def frozen_ir_folder(backbone: Backbone, weights: str, cuts: Sequence[str]) -> P
     from automl.engines import openvino as ov_engine
 
     name = "-".join(
-        [backbone.name, backbone.weights_id(weights), backbone.preprocessing_id, "+".join(cuts), f"ov{ov_engine.version()}"]
+        [
+            backbone.name,
+            backbone.weights_id(weights),
+            backbone.preprocessing_id,
+            "+".join(cuts),
+            f"ov{ov_engine.version()}",
+        ]
     )
     return user_cache_dir() / IR_ROOT / name
 
 
-def openvino_forward(
+def openvino_frozen(
     backbone: Backbone, weights: str, cuts: Sequence[str], model: Callable[[], object]
-) -> Forward | None:
-    """uint8 pixels (B, size, size, 3) → {cut: float32} on OpenVINO, or None (warned once) when it cannot be.
-
-    `model()` gives the built Keras model; it is called only when the IR must be converted.
-    """
+) -> CompiledIR | None:
+    """The frozen part giving `cuts` compiled on OpenVINO (uint8 pixels in), or None (warned once) when it
+    cannot be: conversion failed, or the IR lacks a cut. `model()` gives the built Keras model; it is called only
+    when the IR must be converted."""
     from automl.engines import openvino as ov_engine
 
     try:
         folder = frozen_ir_folder(backbone, weights, cuts)
-        converted = ov_engine.ensure_ir(folder, lambda target: _export_frozen(backbone, model(), cuts, target))
-        if converted:
+        if ov_engine.ensure_ir(folder, lambda target: _export_frozen(backbone, model(), cuts, target)):
             log.info("converted %s (cuts %s) to OpenVINO in %s", backbone.name, ",".join(cuts), folder)
         compiled = ov_engine.CompiledIR(folder, uint8_input=True)
-        missing = set(cuts) - set(compiled.names)
-        if missing:
-            raise ov_engine.ConversionError(f"the IR has outputs {compiled.names}, not {sorted(missing)}")
+        if sorted(compiled.names) != sorted(cuts):
+            raise ov_engine.ConversionError(f"the IR has outputs {compiled.names}, not {list(cuts)}")
     except Exception as exc:  # any failure of the fast path leaves the correct (TensorFlow) one
         _warn_once(backbone.name, f"OpenVINO cannot run {backbone.name} ({exc}); extracting with TensorFlow")
         return None
-    return lambda pixels: {cut: values for cut, values in compiled(pixels).items() if cut in cuts}
+    return compiled
 
 
 def _export_frozen(backbone: Backbone, model: object, cuts: Sequence[str], target: Path) -> None:

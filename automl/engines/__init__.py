@@ -30,5 +30,7 @@ def resolve(engine: str) -> Literal["openvino", "tensorflow"]:
     if openvino_installed():
         return "openvino"
     if engine == "openvino":
-        raise InputError("engine 'openvino' asked but the openvino package is not installed", hint="pip install openvino")
+        raise InputError(
+            "engine 'openvino' asked but the openvino package is not installed", hint="pip install openvino"
+        )
     return "tensorflow"

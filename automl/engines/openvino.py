@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ IR_XML = "model.xml"
 IR_BIN = "model.bin"
 MANIFEST = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
+T = TypeVar("T")
 
 COMPILE_CONFIG: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 """How every IR is compiled for the CPU. Chosen with benchmarks/openvino_settings.py (see RESULTS.md): on these
@@ -86,7 +88,9 @@ def ensure_ir(folder: Path, export: Callable[[Path], None]) -> bool:
             export(staging / SAVED_MODEL_DIR)
             write_ir(staging / SAVED_MODEL_DIR, staging)
         except Exception as exc:  # TF and OpenVINO raise many types; the caller falls back either way
-            raise ConversionError(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+            raise ConversionError(
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            ) from exc
         shutil.rmtree(staging / SAVED_MODEL_DIR)
         try:
             staging.rename(folder)
@@ -114,12 +118,13 @@ def write_ir(saved_model: Path, folder: Path) -> None:
 class CompiledIR:
     """An IR compiled for this CPU with `COMPILE_CONFIG`: a batch in, {output name: float32 array} out.
 
-    With `uint8_input`, the input takes uint8 pixels and OpenVINO converts them inside the graph (a float32
-    copy of each batch in NumPy would cost a pass over memory per batch). Calls are serialised by a lock:
-    one infer request runs one batch at a time, and it already uses every core.
+    `config` replaces `COMPILE_CONFIG` (benchmarks compare settings). With `uint8_input`, the input takes
+    uint8 pixels and OpenVINO converts them inside the graph (a float32 copy of each batch in NumPy would cost
+    a pass over memory per batch). Direct calls are serialised by a lock (one infer request runs one batch at
+    a time); `stream` keeps several batches in flight.
     """
 
-    def __init__(self, folder: Path, *, uint8_input: bool = False) -> None:
+    def __init__(self, folder: Path, *, uint8_input: bool = False, config: dict[str, str] | None = None) -> None:
         import openvino
 
         core = _core()
@@ -128,15 +133,42 @@ class CompiledIR:
             processing = openvino.preprocess.PrePostProcessor(model)
             processing.input().tensor().set_element_type(openvino.Type.u8)
             model = processing.build()
-        self.compiled = core.compile_model(model, "CPU", COMPILE_CONFIG)
+        self.compiled = core.compile_model(model, "CPU", COMPILE_CONFIG if config is None else config)
         self.names = [_output_name(output) for output in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
+        self.requests = max(2, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        """Batches `stream` keeps in flight: the streams' optimum, and at least one queued behind the running one."""
         self._lock = threading.Lock()
 
     def __call__(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         with self._lock:
             results = self._request.infer(np.ascontiguousarray(inputs))
             return {name: np.array(results[i], dtype=np.float32) for i, name in enumerate(self.names)}
+
+    def stream(
+        self, items: Iterable[T], inputs: Callable[[T], np.ndarray]
+    ) -> Iterator[tuple[T, dict[str, np.ndarray]]]:
+        """Each item with its outputs, in completion order, keeping `requests` batches in flight.
+
+        While OpenVINO computes one batch (its threads release the GIL), this thread fetches and submits the
+        next, so the caller's work between batches (decoding, stacking, writing) overlaps the inference.
+        """
+        import openvino
+
+        finished: queue.SimpleQueue[tuple[T, dict[str, np.ndarray]]] = queue.SimpleQueue()
+
+        def collect(request: Any, item: T) -> None:
+            finished.put((item, {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.names)}))
+
+        jobs = openvino.AsyncInferQueue(self.compiled, self.requests)
+        jobs.set_callback(collect)
+        for item in items:
+            jobs.start_async(np.ascontiguousarray(inputs(item)), item)  # waits while every request is busy
+            while not finished.empty():
+                yield finished.get()
+        jobs.wait_all()
+        while not finished.empty():
+            yield finished.get()
 
 
 def _output_name(output: Any) -> str:
