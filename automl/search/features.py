@@ -20,6 +20,7 @@ from automl.errors import AutomlError
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
     from automl.data.dataset import Dataset, ImageRecord, SkippedFile
+    from automl.engines import EngineChoice
     from automl.train import TrialData
 
 TRIAL_SPLITS = ("train", "val")
@@ -92,6 +93,7 @@ def prepare_features(
     cache_root: str,
     *,
     progress: bool = True,
+    engine: EngineChoice = "auto",
 ) -> tuple[FeatureSet, FeatureReport, list[ImageRecord]]:
     """Ensure the cache for every (backbone, cut) of the train and val photos once and load them.
 
@@ -108,7 +110,7 @@ def prepare_features(
     report = FeatureReport()
     trial_records = [record for split in TRIAL_SPLITS for record in dataset.split(split)]
     for name, cuts in cuts_by_backbone.items():
-        stats = cache.ensure(backbones[name], weights, list(cuts), trial_records, progress=progress)
+        stats = cache.ensure(backbones[name], weights, list(cuts), trial_records, progress=progress, engine=engine)
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)

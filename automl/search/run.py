@@ -230,6 +230,7 @@ def _features(
         recipe.search.weights,
         cache_root(recipe.cache),
         progress=console.is_terminal,
+        engine=recipe.resources.engine,
     )
     console.print(
         f"[bold]features[/bold] {report.seconds:.1f} s: {report.reused} cached, {report.computed} computed, "
