@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 IR_ROOT = "openvino"
 _warned: set[str] = set()
+_compiled: dict[Path, CompiledIR] = {}
+"""The last IR compiled in this process: repeated `ensure` calls (train and val, a growing dataset) compile once."""
 
 
 def frozen_ir_folder(backbone: Backbone, weights: str, cuts: Sequence[str]) -> Path:
@@ -61,7 +63,11 @@ def openvino_frozen(
         folder = frozen_ir_folder(backbone, weights, cuts)
         if ov_engine.ensure_ir(folder, lambda target: _export_frozen(backbone, model(), cuts, target)):
             log.info("converted %s (cuts %s) to OpenVINO in %s", backbone.name, ",".join(cuts), folder)
-        compiled = ov_engine.CompiledIR(folder, uint8_input=True)
+        compiled = _compiled.get(folder)
+        if compiled is None:
+            compiled = ov_engine.CompiledIR(folder, uint8_input=True)
+            _compiled.clear()  # one at a time, as `extract.built_model` keeps one Keras model
+            _compiled[folder] = compiled
         if sorted(compiled.names) != sorted(cuts):
             raise ov_engine.ConversionError(f"the IR has outputs {compiled.names}, not {list(cuts)}")
     except Exception as exc:  # any failure of the fast path leaves the correct (TensorFlow) one
