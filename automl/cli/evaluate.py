@@ -14,6 +14,9 @@ from typing import Any
 import typer
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+ENGINE_OPTION = typer.Option(
+    "auto", help="keras, openvino (the IR the search exported beside the model) or auto (openvino when it is there)."
+)
 
 
 def _print_json(payload: Any) -> None:
@@ -92,12 +95,13 @@ def predict(
     model: Path = typer.Argument(..., help="Run folder, its model/ folder, or a .keras file."),
     images: list[Path] = typer.Argument(..., help="Photos to label (any format Pillow reads, by content)."),
     top: int = typer.Option(5, "--top", min=1, help="How many labels per photo."),
+    engine: str = ENGINE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The TOP labels with scores for each photo; unreadable photos are listed, and fail the command only if all do."""
     from automl.exported import ExportedModel
 
-    report = ExportedModel.load(model).predict_files(images, top=top)
+    report = ExportedModel.load(model, engine=engine).predict_files(images, top=top)
     if as_json:
         _print_json(report.to_dict())
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from automl.cli.evaluate import ENGINE_OPTION
 from automl.errors import InputError
 from automl.serve.settings import MIB, ServeSettings
 
@@ -34,6 +35,7 @@ def serve(
         DEFAULTS.upload_timeout_s, min=0.1, help="Slowest upload accepted (408 after)."
     ),
     log_level: str = typer.Option("info", help="Uvicorn log level: critical, error, warning, info, debug."),
+    engine: str = ENGINE_OPTION,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/predict, GET /v1/labels, /healthz, /metrics, docs at /docs."""
     if not model.exists():
@@ -59,7 +61,7 @@ def serve(
         batch_window_ms=batch_window_ms,
         api_key=api_key,
     )
-    app = create_app(ExportedModel.load(model), settings)
+    app = create_app(ExportedModel.load(model, engine=engine), settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
 
 

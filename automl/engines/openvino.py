@@ -68,16 +68,16 @@ def damage(folder: Path) -> str | None:
     return None
 
 
-def ensure_ir(folder: Path, export: Callable[[Path], None]) -> bool:
-    """Make `folder` hold a whole IR, converting only when it does not; True when it converted now.
+def ensure_ir(folder: Path, export: Callable[[Path], None], *, replace: bool = False) -> bool:
+    """Make `folder` hold a whole IR, converting only when it does not (or always with `replace`); True when
+    it converted now.
 
     `export(path)` writes the TensorFlow SavedModel to convert at `path` (called only when converting).
     Raises ConversionError when the export or the conversion fails.
     """
-    reason = damage(folder) if folder.exists() else "absent"
-    if reason is None:
+    if not replace and folder.exists() and damage(folder) is None:
         return False
-    if folder.exists():  # damaged: keep readers of the old path from seeing a half-replaced folder
+    if folder.exists():  # damaged or replaced: keep readers of the old path from seeing a half-replaced folder
         aside = folder.with_name(f".{folder.name}.damaged.{secrets.token_hex(4)}")
         folder.rename(aside)
         shutil.rmtree(aside, ignore_errors=True)
