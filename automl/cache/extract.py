@@ -1,11 +1,12 @@
 """The extraction pipeline: image files → decoded batches → one forward pass per batch → cache parts.
 
 Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resizes, and JPEGs are
-decoded at reduced DCT scale by `decode_image`), a bounded window ahead of the forward pass, which runs in
-the calling thread as one traced TensorFlow function (TF spreads it over every core). Parts are written by
-a background thread. So the cores decode the next batch and write the last one while the frozen part
-computes this one, and memory stays flat however many images there are.
-"""
+decoded at reduced DCT scale by `decode_image`), a bounded window ahead of the forward pass. The forward pass
+runs on OpenVINO when it can (`automl.cache.engines`: an async queue keeps a batch in flight while this thread
+fetches the next; OpenVINO's threads release the GIL), else as one traced TensorFlow function in the calling
+thread; either spreads over every core. Parts are written by a background thread. So the cores decode the next
+batch and write the last one while the frozen part computes this one, and memory stays flat however many
+images there are."""
 
 from __future__ import annotations
 
