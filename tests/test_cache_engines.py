@@ -70,7 +70,7 @@ def test_the_cache_is_the_same_whichever_engine_computed_it(tmp_path: Path, lite
         assert np.abs(loaded["openvino"][cut] - stored).max() <= one_step, cut
 
 
-def test_the_ir_is_converted_once_per_cut_set_then_reused_without_keras(
+def test_the_ir_is_converted_once_for_every_cut_then_reused_without_keras(
     tmp_path: Path, photos, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
@@ -82,9 +82,10 @@ def test_the_ir_is_converted_once_per_cut_set_then_reused_without_keras(
         return built_model(backbone, "none")
 
     assert openvino_frozen(backbone, "none", ["all"], model) is not None and builds == ["built"]
-    folder = frozen_ir_folder(backbone, "none", ["all"])
+    folder = frozen_ir_folder(backbone, "none")
     assert folder.is_relative_to(tmp_path / "user-cache" / "automl" / "openvino") and (folder / "model.xml").is_file()
     assert builds == ["built"]  # reused: the Keras model is not even built (a damaged IR: test_engines_openvino)
+    assert openvino_frozen(backbone, "none", ["top", "half"], model) is not None and builds == ["built"]
 
     compiled = openvino_frozen(backbone, "none", ["all"], model)
     pixels = np.stack([decode_file(r.path, backbone.resize) for r in photos[:4]])

@@ -1,7 +1,7 @@
-"""The frozen part of a backbone on OpenVINO: its IR converted once per backbone + weights + cut set.
+"""The frozen part of a backbone on OpenVINO: its IR converted once per backbone + weights (+ preprocessing).
 
 The IR lives beside the converted weights in the user cache folder,
-`<user cache>/openvino/<backbone>-<weights id>-<preprocessing id>-<cuts>-ov<release>/`, so every search,
+`<user cache>/openvino/<backbone>-<weights id>-<preprocessing id>-ov<release>/`, so every search,
 `automl cache build` and benchmark on this machine reuses it; once it is there, extraction needs neither the
 Keras model nor TensorFlow (about 5 s and 600 MB saved per process).
 
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from automl.backbones.base import CUT_NAMES
 from automl.paths import user_cache_dir
 
 if TYPE_CHECKING:
@@ -35,40 +36,43 @@ _compiled: dict[Path, CompiledIR] = {}
 """The last IR compiled in this process: repeated `ensure` calls (train and val, a growing dataset) compile once."""
 
 
-def frozen_ir_folder(backbone: Backbone, weights: str, cuts: Sequence[str]) -> Path:
-    """Where the IR of `backbone`'s frozen part giving `cuts` is kept (whether or not it exists yet)."""
+def served_cuts(backbone: Backbone) -> list[str]:
+    """The cuts one IR gives: all but `none` (raw pixels). Named without building the Keras model."""
+    return [cut for cut in CUT_NAMES if cut == "all" or cut in backbone.cut_at]
+
+
+def frozen_ir_folder(backbone: Backbone, weights: str) -> Path:
+    """Where the IR of `backbone`'s frozen part is kept (whether or not it exists yet)."""
     from automl.engines import openvino as ov_engine
 
-    name = "-".join(
-        [
-            backbone.name,
-            backbone.weights_id(weights),
-            backbone.preprocessing_id,
-            "+".join(cuts),
-            f"ov{ov_engine.version()}",
-        ]
-    )
-    return user_cache_dir() / IR_ROOT / name
+    parts = [backbone.name, backbone.weights_id(weights), backbone.preprocessing_id, f"ov{ov_engine.version()}"]
+    return user_cache_dir() / IR_ROOT / "-".join(parts)
 
 
 def openvino_frozen(
     backbone: Backbone, weights: str, cuts: Sequence[str], model: Callable[[], object]
 ) -> CompiledIR | None:
-    """The frozen part giving `cuts` compiled on OpenVINO (uint8 pixels in), or None (warned once) when it
-    cannot be: conversion failed, or the IR lacks a cut. `model()` gives the built Keras model; it is called only
-    when the IR must be converted."""
+    """The frozen part compiled on OpenVINO (uint8 pixels in, every served cut out), or None (warned once) when
+    it cannot give `cuts`: conversion failed, or the IR lacks a cut. `model()` gives the built Keras model; it is
+    called only when the IR must be converted.
+
+    One IR gives every cut but `none`, whichever the caller needs now: the cuts are tensors on the way to the
+    pooled vector, so asking for all of them costs only their copies, and a later search asking for another
+    cut converts nothing (a conversion takes 10-30 s here). Callers take the outputs they need.
+    """
     from automl.engines import openvino as ov_engine
 
     try:
-        folder = frozen_ir_folder(backbone, weights, cuts)
-        if ov_engine.ensure_ir(folder, lambda target: _export_frozen(backbone, model(), cuts, target)):
-            log.info("converted %s (cuts %s) to OpenVINO in %s", backbone.name, ",".join(cuts), folder)
+        folder = frozen_ir_folder(backbone, weights)
+        served = served_cuts(backbone)
+        if ov_engine.ensure_ir(folder, lambda target: _export_frozen(backbone, model(), served, target)):
+            log.info("converted %s (cuts %s) to OpenVINO in %s", backbone.name, ",".join(served), folder)
         compiled = _compiled.get(folder)
         if compiled is None:
             compiled = ov_engine.CompiledIR(folder, uint8_input=True)
             _compiled.clear()  # one at a time, as `extract.built_model` keeps one Keras model
             _compiled[folder] = compiled
-        if sorted(compiled.names) != sorted(cuts):
+        if not set(cuts) <= set(compiled.names):
             raise ov_engine.ConversionError(f"the IR has outputs {compiled.names}, not {list(cuts)}")
     except Exception as exc:  # any failure of the fast path leaves the correct (TensorFlow) one
         _warn_once(backbone.name, f"OpenVINO cannot run {backbone.name} ({exc}); extracting with TensorFlow")

@@ -207,7 +207,8 @@ def _activations(backbone: Backbone, weights: str, cuts: Sequence[str], engine: 
         compiled = openvino_frozen(backbone, weights, computed, lambda: built_model(backbone, weights))
         if compiled is not None:
             return lambda batches: (
-                with_pixels(batch, values) for batch, values in compiled.stream(batches, lambda batch: batch.pixels)
+                with_pixels(batch, values)
+                for batch, values in compiled.stream(batches, lambda batch: batch.pixels, computed)
             )
     forward = frozen_forward(backbone, built_model(backbone, weights), computed)
     return lambda batches: (with_pixels(batch, forward(batch.pixels)) for batch in batches)

@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,25 +140,28 @@ class CompiledIR:
         """Batches `stream` keeps in flight: the streams' optimum, and at least one queued behind the running one."""
         self._lock = threading.Lock()
 
-    def __call__(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """{name: float32 array} of the `outputs` named (default: all) for one batch."""
+        wanted = self._positions(outputs)
         with self._lock:
             results = self._request.infer(np.ascontiguousarray(inputs))
-            return {name: np.array(results[i], dtype=np.float32) for i, name in enumerate(self.names)}
+            return {name: np.array(results[i], dtype=np.float32) for name, i in wanted.items()}
 
     def stream(
-        self, items: Iterable[T], inputs: Callable[[T], np.ndarray]
+        self, items: Iterable[T], inputs: Callable[[T], np.ndarray], outputs: Sequence[str] | None = None
     ) -> Iterator[tuple[T, dict[str, np.ndarray]]]:
-        """Each item with its outputs, in completion order, keeping `requests` batches in flight.
+        """Each item with its `outputs` (default: all), in completion order, keeping `requests` batches in flight.
 
         While OpenVINO computes one batch (its threads release the GIL), this thread fetches and submits the
         next, so the caller's work between batches (decoding, stacking, writing) overlaps the inference.
         """
         import openvino
 
+        wanted = self._positions(outputs)
         finished: queue.SimpleQueue[tuple[T, dict[str, np.ndarray]]] = queue.SimpleQueue()
 
         def collect(request: Any, item: T) -> None:
-            finished.put((item, {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.names)}))
+            finished.put((item, {name: request.get_output_tensor(i).data.copy() for name, i in wanted.items()}))
 
         jobs = openvino.AsyncInferQueue(self.compiled, self.requests)
         jobs.set_callback(collect)
@@ -169,6 +172,13 @@ class CompiledIR:
         jobs.wait_all()
         while not finished.empty():
             yield finished.get()
+
+    def _positions(self, outputs: Sequence[str] | None) -> dict[str, int]:
+        names = self.names if outputs is None else outputs
+        unknown = set(names) - set(self.names)
+        if unknown:
+            raise KeyError(f"the IR has no output {sorted(unknown)}; it has {self.names}")
+        return {name: self.names.index(name) for name in names}
 
 
 def _output_name(output: Any) -> str:
