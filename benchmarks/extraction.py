@@ -5,7 +5,7 @@
 
 For each backbone, in one process, on the same real photos and batch size:
 1. forward only: the frozen part (cut `all`) on uint8 batches already in memory, TensorFlow (one traced
-   function) and OpenVINO (`CompiledIR.stream`, the settings of `COMPILE_CONFIG`); measured before and after
+   function) and OpenVINO (`CompiledIR.stream`, the settings of `STREAM_CONFIG`); measured before and after
    the end-to-end runs, so load from other processes weighs on both;
 2. end to end: `BottleneckCache.ensure(engine=...)` from the files to committed Parquet parts (read, decode,
    forward, write) into an empty temporary cache. The engine is warmed in the process first (Keras model

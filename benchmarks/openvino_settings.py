@@ -1,11 +1,11 @@
-"""Which OpenVINO CPU settings run the frozen part fastest here: the numbers behind `COMPILE_CONFIG`.
+"""Which OpenVINO CPU settings run the frozen part fastest here: the numbers behind `STREAM_CONFIG`.
 
     python -m benchmarks.openvino_settings [--backbone efficientnet_lite0] [--images 256] [--rounds 3]
 
 Forward only, uint8 batches already in memory, on the cached IR of the backbone's `all` cut. Every setting
 runs once per round, round-robin, so load from other processes spreads over all of them; the median of the
 rounds is reported. "stream" feeds `CompiledIR.stream` (an `AsyncInferQueue` with OpenVINO's optimal number
-of requests, at least 2: THROUGHPUT's streams only pay off when fed concurrently); "one sync call" waits for
+of requests plus one: THROUGHPUT's streams only pay off when fed concurrently); "one sync call" waits for
 each batch before sending the next.
 """
 

@@ -69,7 +69,7 @@ def openvino_frozen(
             log.info("converted %s (cuts %s) to OpenVINO in %s", backbone.name, ",".join(served), folder)
         compiled = _compiled.get(folder)
         if compiled is None:
-            compiled = ov_engine.CompiledIR(folder, uint8_input=True)
+            compiled = ov_engine.CompiledIR(folder, uint8_input=True, config=ov_engine.STREAM_CONFIG)
             _compiled.clear()  # one at a time, as `extract.built_model` keeps one Keras model
             _compiled[folder] = compiled
         if not set(cuts) <= set(compiled.names):

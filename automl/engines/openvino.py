@@ -2,9 +2,9 @@
 
 Conversion goes through a TensorFlow SavedModel (`model.export(..., format="tf_saved_model")`, then
 `openvino.convert_model`); Keras' ONNX export of these models gave a graph ONNX Runtime refused. Weights stay
-float32 in the IR (`compress_to_fp16=False`) and the CPU runs float32 (`INFERENCE_PRECISION_HINT`): on a CPU
-with bfloat16 instructions (this Zen 4 has them) OpenVINO would otherwise compute in bfloat16 and drift from
-Keras by far more than the cache's float16 storage rounds.
+float32 in the IR (`compress_to_fp16=False`) and the CPU runs float32 (`INFERENCE_PRECISION_HINT`, both
+configs): on a CPU with bfloat16 instructions (this Zen 4 has them) OpenVINO would otherwise compute in
+bfloat16 and drift from Keras by far more than the cache's float16 storage rounds.
 
 An IR folder holds `model.xml`, `model.bin` and `manifest.json` (size and SHA-256 of both, written last). It
 is built in a staging sibling and renamed into place, so readers see a whole IR or none; a folder whose
@@ -34,10 +34,16 @@ MANIFEST = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
 T = TypeVar("T")
 
-COMPILE_CONFIG: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-"""How every IR is compiled for the CPU. Chosen with benchmarks/openvino_settings.py (see RESULTS.md): on these
-2 cores, one stream on every core (LATENCY) fed one batch at a time beat THROUGHPUT's streams, whose requests
-each get one core and must be fed concurrently to pay off."""
+LATENCY_CONFIG: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+"""For one batch at a time (`CompiledIR.__call__`: the exported model behind `predict` and `serve`): one stream
+on every core, so a single request finishes soonest."""
+STREAM_CONFIG: dict[str, str] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+"""For many batches (`CompiledIR.stream`: feature extraction). Measured with benchmarks/openvino_settings.py
+(RESULTS.md), EfficientNet-Lite0 on 2 shared cores: THROUGHPUT's streams (one core each), fed several batches at
+once, gave 163-171 images per CPU-second against 147-150 for LATENCY's one stream on both cores, and 27-30
+against 12-19 images/s of wall time while other jobs loaded the machine (a stream never waits for a descheduled
+sibling thread at a barrier). Fed one synchronous batch at a time THROUGHPUT uses one core, which is why the
+issue's side-by-side run (sync calls) found LATENCY faster."""
 
 
 class ConversionError(RuntimeError):
@@ -116,12 +122,12 @@ def write_ir(saved_model: Path, folder: Path) -> None:
 
 
 class CompiledIR:
-    """An IR compiled for this CPU with `COMPILE_CONFIG`: a batch in, {output name: float32 array} out.
+    """An IR compiled for this CPU: a batch in, {output name: float32 array} out.
 
-    `config` replaces `COMPILE_CONFIG` (benchmarks compare settings). With `uint8_input`, the input takes
-    uint8 pixels and OpenVINO converts them inside the graph (a float32 copy of each batch in NumPy would cost
-    a pass over memory per batch). Direct calls are serialised by a lock (one infer request runs one batch at
-    a time); `stream` keeps several batches in flight.
+    `config` is `LATENCY_CONFIG` by default; pass `STREAM_CONFIG` when `stream` will feed it. With
+    `uint8_input`, the input takes uint8 pixels and OpenVINO converts them inside the graph (a float32 copy of
+    each batch in NumPy would cost a pass over memory per batch). Direct calls are serialised by a lock (one
+    infer request runs one batch at a time); `stream` keeps several batches in flight.
     """
 
     def __init__(self, folder: Path, *, uint8_input: bool = False, config: dict[str, str] | None = None) -> None:
@@ -133,11 +139,12 @@ class CompiledIR:
             processing = openvino.preprocess.PrePostProcessor(model)
             processing.input().tensor().set_element_type(openvino.Type.u8)
             model = processing.build()
-        self.compiled = core.compile_model(model, "CPU", COMPILE_CONFIG if config is None else config)
+        self.compiled = core.compile_model(model, "CPU", LATENCY_CONFIG if config is None else config)
         self.names = [_output_name(output) for output in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
-        self.requests = max(2, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        """Batches `stream` keeps in flight: the streams' optimum, and at least one queued behind the running one."""
+        self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
+        """Batches `stream` keeps in flight: one per stream, and one queued so no stream idles while this thread
+        collects a result and submits the next batch."""
         self._lock = threading.Lock()
 
     def __call__(self, inputs: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
