@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 from automl.atomic import staging_folder, write_atomic
 from automl.backbones.base import Resize
 from automl.data.files import MAX_FILE_BYTES, FileRefused, read_bounded
+from automl.engines import openvino_installed
+from automl.engines.exported import export_ir, ir_size, openvino_forward
+from automl.engines.openvino import CompiledIR
 from automl.errors import InputError
 from automl.runs.folder import MODEL_DIR
 
@@ -271,10 +274,16 @@ class ExportedModel:
         self.meta = meta
         self.folder = folder
         self._forward = _traced_once(model, resize.size)
+        self.engine = "keras"
+        """What runs `predict_arrays`: `keras`, or `openvino` when loaded with that engine."""
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ExportedModel:
-        """Load from a run folder, its `model/` folder or a `.keras` file, in Keras safe mode."""
+    def load(cls, path: str | os.PathLike[str], engine: str = "keras") -> ExportedModel:
+        """Load from a run folder, its `model/` folder or a `.keras` file, in Keras safe mode.
+
+        `engine` runs the predictions: `keras`, `openvino` (the IR `export_runtimes` wrote beside the model)
+        or `auto` (OpenVINO when that IR is there); see `automl.engines.exported`.
+        """
         import keras
 
         keras_file, meta_file = _locate(Path(path))
@@ -296,7 +305,11 @@ class ExportedModel:
             raise InputError(
                 f"{keras_file}: the model has {outputs} outputs but {meta_file} names {len(labels)} labels"
             )
-        return cls(model, labels, resize, meta, keras_file.parent)
+        exported = cls(model, labels, resize, meta, keras_file.parent)
+        forward = openvino_forward(exported.folder, engine)
+        if forward is not None:
+            exported._forward, exported.engine = forward, "openvino"
+        return exported
 
     @staticmethod
     def save(
@@ -330,7 +343,7 @@ class ExportedModel:
         # One traced graph called per chunk: `model.predict` builds a tf.data pipeline per call (~200 ms
         # here), which dominated the latency of the small batches a server sends.
         chunks = [
-            self._forward(images[start : start + PREDICT_BATCH].astype(np.float32)).numpy()
+            np.asarray(self._forward(images[start : start + PREDICT_BATCH].astype(np.float32)))
             for start in range(0, len(images), PREDICT_BATCH)
         ]
         return np.concatenate(chunks)
@@ -390,7 +403,8 @@ class ExportedModel:
     def export_runtimes(
         self, images: np.ndarray, y_true: Sequence[int] | np.ndarray, reference: np.ndarray | None = None
     ) -> dict[str, Any]:
-        """Write SavedModel, float TFLite and dynamic-range int8 TFLite; check each against Keras on `images`.
+        """Write SavedModel, float TFLite, dynamic-range int8 TFLite and (when `openvino` is installed) the
+        OpenVINO IR `model/openvino/`; check each against Keras on `images`.
 
         `reference` is Keras' probabilities on `images` when the caller has them already (the forward
         pass over a whole test split is the expensive part); otherwise they are computed here.
@@ -409,11 +423,15 @@ class ExportedModel:
             "tflite": _run_tflite(_write_tflite(saved_model, self.folder / TFLITE_FILE, False), images),
             "tflite_int8": _run_tflite(_write_tflite(saved_model, self.folder / TFLITE_INT8_FILE, True), images),
         }
+        if openvino_installed():
+            outputs["openvino"] = _run_openvino(export_ir(saved_model, self.folder), images)
         sizes = {
             "saved_model": sum(f.stat().st_size for f in saved_model.rglob("*") if f.is_file()),
             "tflite": (self.folder / TFLITE_FILE).stat().st_size,
             "tflite_int8": (self.folder / TFLITE_INT8_FILE).stat().st_size,
         }
+        if "openvino" in outputs:
+            sizes["openvino"] = ir_size(self.folder)
         keras_top1 = float((reference.argmax(axis=1) == y).mean())
         report: dict[str, Any] = {"n": len(y), "keras": {"top1": keras_top1}}
         for name, probabilities in outputs.items():
@@ -461,6 +479,14 @@ def _run_saved_model(folder: Path, images: np.ndarray) -> np.ndarray:
         serve(tf.constant(images[i : i + PREDICT_BATCH], tf.float32)) for i in range(0, len(images), PREDICT_BATCH)
     ]
     return np.concatenate([np.asarray(b) for b in batches])
+
+
+def _run_openvino(folder: Path, images: np.ndarray) -> np.ndarray:
+    compiled = CompiledIR(folder)
+    (name,) = compiled.names
+    return np.concatenate(
+        [compiled(images[i : i + PREDICT_BATCH].astype(np.float32))[name] for i in range(0, len(images), PREDICT_BATCH)]
+    )
 
 
 def _write_tflite(saved_model: Path, target: Path, int8: bool) -> Path:

@@ -14,6 +14,7 @@ import sys
 ALL = (
     "decode",
     "extraction",
+    "openvino_settings",
     "cache_read",
     "cache_precision",
     "train_trial",

@@ -126,11 +126,13 @@ def test_other_runtimes_agree_with_keras_on_the_test_split(exported_run: Path) -
         ("saved_model", "saved_model"),
         ("tflite", "model.tflite"),
         ("tflite_int8", "model_int8.tflite"),
+        ("openvino", "openvino/model.xml"),
     ):
         assert (exported_run / "model" / file).exists()
         assert abs(runtimes[name]["top1"] - keras_top1) <= 0.01, f"{name} differs from Keras by more than 1 point"
         assert runtimes[name]["top1_diff"] == pytest.approx(runtimes[name]["top1"] - keras_top1)
     assert runtimes["tflite"]["max_abs_diff"] < 1e-3
+    assert runtimes["openvino"]["top1_diff"] == 0.0 and runtimes["openvino"]["max_abs_diff"] < 1e-4
     assert runtimes["tflite_int8"]["bytes"] < runtimes["tflite"]["bytes"] / 2, "int8 weights are a quarter the size"
 
 

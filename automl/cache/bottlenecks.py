@@ -15,6 +15,7 @@ import numpy as np
 from automl.cache.distributed import Executor, extract_on_cluster, use_cluster
 from automl.cache.extract import DEFAULT_BATCH_SIZE, CutGroups, ExtractStats, extract, group_by_missing
 from automl.cache.store import CacheKey, Part, PartStore
+from automl.engines import EngineChoice, resolve
 from automl.errors import CacheError
 from automl.paths import cache_root
 
@@ -55,18 +56,22 @@ class BottleneckCache:
         progress: bool = True,
         executor: Executor = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
+        engine: EngineChoice = "auto",
     ) -> ExtractStats:
         """Make every (cut, record) available, computing only what the cache lacks.
 
         Each image missing some cuts goes through the frozen part once, for all of them. `executor`:
         `local` extracts in this process; `ray` shards over the nodes of the connected Ray cluster (the root
         must then be a folder shared by every node); `auto` picks `ray` when Ray is initialised with more
-        than one node. Undecodable images are returned in `failed`, never raised.
+        than one node. `engine` runs the frozen part: `auto` (OpenVINO when installed), `openvino` or
+        `tensorflow`; the features, hence the cache, are the same either way (`automl.cache.engines`).
+        Undecodable images are returned in `failed`, never raised.
         """
         start = time.perf_counter()
         keys = {cut: self.key(backbone, weights, cut) for cut in dict.fromkeys(cuts)}
         if not keys:
             raise CacheError(f"ensure({backbone.name}): no cut points asked", hint="pass cuts such as ['all']")
+        resolve(engine)  # an unknown engine is refused before any work
         stats = ExtractStats()
         with self.store.writer_lock(next(iter(keys.values()))):
             cached = {cut: self._index(key, stats.repaired).where.keys() for cut, key in keys.items()}
@@ -74,10 +79,22 @@ class BottleneckCache:
             stats.reused = len({record.sha1 for record in records}) - sum(map(len, groups.values()))
             if groups:
                 if use_cluster(executor):
-                    stats.add(extract_on_cluster(self.store, backbone, weights, groups, batch_size=batch_size))
+                    stats.add(
+                        extract_on_cluster(self.store, backbone, weights, groups, batch_size=batch_size, engine=engine)
+                    )
                     self._check_shared(keys, groups, stats)
                 else:
-                    stats.add(extract(self.store, backbone, weights, groups, batch_size=batch_size, progress=progress))
+                    stats.add(
+                        extract(
+                            self.store,
+                            backbone,
+                            weights,
+                            groups,
+                            batch_size=batch_size,
+                            progress=progress,
+                            engine=engine,
+                        )
+                    )
         for skipped in stats.failed:
             log.warning("bottleneck cache: skipped %s: %s", skipped.path, skipped.reason)
         stats.seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from automl.cache.extract import DEFAULT_BATCH_SIZE, CutGroups, ExtractStats, extract
 from automl.cache.store import PartStore
+from automl.engines import EngineChoice
 from automl.errors import CacheError
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def extract_on_cluster(
     groups: CutGroups,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    engine: EngineChoice = "auto",
 ) -> ExtractStats:
     """Run `extract` on every node for its shard of `groups` and add up their stats.
 
@@ -81,7 +83,7 @@ def extract_on_cluster(
     task = ray.remote(num_cpus=1)(_extract_shard)
     refs = [
         task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
-            str(store.root), backbone.name, weights, part, batch_size
+            str(store.root), backbone.name, weights, part, batch_size, engine
         )
         for (node_id, _cpus), part in zip(nodes, shard(groups, [cpus for _node, cpus in nodes]), strict=True)
         if part
@@ -92,8 +94,10 @@ def extract_on_cluster(
     return stats
 
 
-def _extract_shard(root: str, backbone_name: str, weights: str, groups: CutGroups, batch_size: int) -> ExtractStats:
+def _extract_shard(
+    root: str, backbone_name: str, weights: str, groups: CutGroups, batch_size: int, engine: EngineChoice
+) -> ExtractStats:
     """One node's share, in a Ray worker: the same pipeline as a local extraction, without a progress bar."""
     from automl.backbones.registry import get_backbone
 
-    return extract(PartStore(root), get_backbone(backbone_name), weights, groups, batch_size=batch_size)
+    return extract(PartStore(root), get_backbone(backbone_name), weights, groups, batch_size=batch_size, engine=engine)

@@ -1,11 +1,12 @@
 """The extraction pipeline: image files → decoded batches → one forward pass per batch → cache parts.
 
 Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resizes, and JPEGs are
-decoded at reduced DCT scale by `decode_image`), a bounded window ahead of the forward pass, which runs in
-the calling thread as one traced TensorFlow function (TF spreads it over every core). Parts are written by
-a background thread. So the cores decode the next batch and write the last one while the frozen part
-computes this one, and memory stays flat however many images there are.
-"""
+decoded at reduced DCT scale by `decode_image`), a bounded window ahead of the forward pass. The forward pass
+runs on OpenVINO when it can (`automl.cache.engines`: an async queue keeps a batch in flight while this thread
+fetches the next; OpenVINO's threads release the GIL), else as one traced TensorFlow function in the calling
+thread; either spreads over every core. Parts are written by a background thread. So the cores decode the next
+batch and write the last one while the frozen part computes this one, and memory stays flat however many
+images there are."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl.cache.engines import openvino_frozen
 from automl.cache.store import CacheKey, PartStore, PartWriter
 from automl.data.dataset import ImageRecord, SkippedFile
 from automl.data.images import ImageError, decode_image
+from automl.engines import EngineChoice
+from automl.engines import resolve as resolve_engine
 
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone, Resize
@@ -157,6 +161,7 @@ def extract(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    engine: EngineChoice = "auto",
 ) -> ExtractStats:
     """Compute each group's missing cuts for its images and commit them as parts; the caller holds the lock."""
     stats = ExtractStats()
@@ -169,10 +174,10 @@ def extract(
         try:
             for cuts, records in groups.items():
                 keys = {cut: CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id) for cut in cuts}
-                forward = _activations(backbone, weights, cuts)
-                for batch in decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance):
-                    for cut, values in forward(batch.pixels).items():
-                        writer.add(keys[cut], batch.sha1s, values)
+                batches = decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance)
+                for batch, values in _activations(backbone, weights, cuts, engine)(batches):
+                    for cut in cuts:
+                        writer.add(keys[cut], batch.sha1s, values[cut])
                         stats.computed_by_cut[cut] = stats.computed_by_cut.get(cut, 0) + len(batch.sha1s)
                     stats.computed += len(batch.sha1s)
         finally:
@@ -181,17 +186,32 @@ def extract(
     return stats
 
 
-def _activations(backbone: Backbone, weights: str, cuts: Sequence[str]) -> Callable[[np.ndarray], dict]:
-    """uint8 pixels → {cut: activations}. `none` is the decoded pixels themselves, stored as they are (uint8),
-    so they skip TensorFlow: a float32 round trip would hold 4x the memory for the same values."""
+Activations = Callable[[Iterable[Batch]], Iterator[tuple[Batch, dict[str, np.ndarray]]]]
+"""Batches in, each batch with {cut: activations} out (in completion order: a batch carries its own sha1s)."""
+
+
+def _activations(backbone: Backbone, weights: str, cuts: Sequence[str], engine: EngineChoice) -> Activations:
+    """The forward pass giving `cuts` on the chosen engine (OpenVINO, else TensorFlow when it cannot).
+
+    `none` is the decoded pixels themselves, stored as they are (uint8), so they skip the engine: a float32
+    round trip would hold 4x the memory for the same values.
+    """
     computed = [cut for cut in cuts if cut != "none"]
-    forward = frozen_forward(backbone, built_model(backbone, weights), computed) if computed else None
 
-    def activations(pixels: np.ndarray) -> dict:
-        values = forward(pixels) if forward is not None else {}
-        return {cut: pixels if cut == "none" else values[cut] for cut in cuts}
+    def with_pixels(batch: Batch, values: dict[str, np.ndarray]) -> tuple[Batch, dict[str, np.ndarray]]:
+        return batch, {**values, "none": batch.pixels} if "none" in cuts else values
 
-    return activations
+    if not computed:
+        return lambda batches: (with_pixels(batch, {}) for batch in batches)
+    if resolve_engine(engine) == "openvino":
+        compiled = openvino_frozen(backbone, weights, computed, lambda: built_model(backbone, weights))
+        if compiled is not None:
+            return lambda batches: (
+                with_pixels(batch, values)
+                for batch, values in compiled.stream(batches, lambda batch: batch.pixels, computed)
+            )
+    forward = frozen_forward(backbone, built_model(backbone, weights), computed)
+    return lambda batches: (with_pixels(batch, forward(batch.pixels)) for batch in batches)
 
 
 @contextlib.contextmanager

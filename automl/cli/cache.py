@@ -19,6 +19,7 @@ from automl.errors import InputError
 
 if TYPE_CHECKING:
     from automl.cache.distributed import Executor
+    from automl.engines import EngineChoice
 
 cache_app = typer.Typer(help="Inspect, build, verify and prune the bottleneck cache.", no_args_is_help=True)
 
@@ -109,6 +110,9 @@ def build(
     recipe_file: Path = typer.Argument(..., help="Recipe YAML: its dataset, backbones, weights, cuts and cache."),
     executor: str = typer.Option("auto", help="local, ray (shard over the connected Ray cluster) or auto."),
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
+    engine: str | None = typer.Option(
+        None, help="auto, openvino or tensorflow: runs the frozen backbone (default: the recipe's resources.engine)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Compute the features the recipe's search will read (and only those), so that it starts on a warm cache.
@@ -119,6 +123,7 @@ def build(
     from automl.backbones.registry import get_backbone
     from automl.cache import BottleneckCache
     from automl.data.dataset import Dataset
+    from automl.engines import resolve as resolve_engine
     from automl.paths import cache_root
     from automl.recipe import load_recipe
     from automl.search.features import FeaturePlan
@@ -126,6 +131,7 @@ def build(
     if executor not in ("auto", "local", "ray"):
         raise InputError(f"--executor {executor!r} is not allowed", hint="use local, ray or auto")
     recipe = load_recipe(recipe_file)
+    resolve_engine(engine or recipe.resources.engine)  # an unknown engine is refused before the scan
     dataset = Dataset.from_recipe(recipe.data, progress=not as_json)
     cache = BottleneckCache(cache_root(recipe.cache))
     backbones = {name: get_backbone(name) for name in recipe.search.backbones}
@@ -138,6 +144,7 @@ def build(
         progress=not as_json,
         executor=cast("Executor", executor),
         batch_size=batch_size,
+        engine=cast("EngineChoice", engine or recipe.resources.engine),
     )
     results: list[dict[str, Any]] = []
     for name, stats in all_stats.items():

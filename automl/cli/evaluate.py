@@ -16,6 +16,9 @@ import typer
 from automl.data.files import MAX_FILE_BYTES, MIB
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+ENGINE_OPTION = typer.Option(
+    "auto", help="keras, openvino (the IR the search exported beside the model) or auto (openvino when it is there)."
+)
 
 
 def _print_json(payload: Any) -> None:
@@ -101,6 +104,7 @@ def predict(
     max_file_mb: float = typer.Option(
         MAX_FILE_BYTES / MIB, min=0.001, help="Largest photo file read; larger ones are reported, not read."
     ),
+    engine: str = ENGINE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The TOP labels with scores for each photo; unreadable photos are listed, and fail the command only if all do.
@@ -109,7 +113,7 @@ def predict(
     """
     from automl.exported import ExportedModel
 
-    report = ExportedModel.load(model).predict_files(images, top=top, max_bytes=int(max_file_mb * MIB))
+    report = ExportedModel.load(model, engine=engine).predict_files(images, top=top, max_bytes=int(max_file_mb * MIB))
     if as_json:
         _print_json(report.to_dict())
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from automl.cli.evaluate import ENGINE_OPTION
 from automl.errors import InputError
 from automl.serve.settings import MIB, ServeSettings
 
@@ -52,6 +53,7 @@ def serve(
         DEFAULTS.max_connections, min=1, help="Open connections (default: the descriptor limit less 64, at most 1000)."
     ),
     log_level: str = typer.Option("info", help="Uvicorn log level: critical, error, warning, info, debug."),
+    engine: str = ENGINE_OPTION,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/predict, GET /v1/labels, /healthz, /metrics, docs at /docs."""
     if not model.exists():
@@ -84,7 +86,7 @@ def serve(
         max_connections=max_connections,
         api_key=api_key,
     )
-    loaded = ExportedModel.load(model)
+    loaded = ExportedModel.load(model, engine=engine)
     self_check(loaded, settings.max_pixels)  # a model that cannot serve stops here, in one line, not at start-up
     uvicorn.run(
         create_app(loaded, settings),

@@ -205,7 +205,13 @@ def _features(
 
     plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone)
     features, report = prepare_features(
-        dataset, backbones, plan, recipe.search.weights, cache_root(recipe.cache), progress=console.is_terminal
+        dataset,
+        backbones,
+        plan,
+        recipe.search.weights,
+        cache_root(recipe.cache),
+        progress=console.is_terminal,
+        engine=recipe.resources.engine,
     )
     console.print(
         f"[bold]features[/bold] {report.seconds:.1f} s: {report.reused} cached, {report.computed} computed, "

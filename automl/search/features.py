@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from automl.cache import BottleneckCache, ExtractStats
     from automl.cache.distributed import Executor
     from automl.data.dataset import Dataset, ImageRecord, SkippedFile, Split
+    from automl.engines import EngineChoice
     from automl.recipe import SearchSection
     from automl.runs.records import CacheUse
     from automl.train import TrialData
@@ -72,6 +73,7 @@ class FeaturePlan:
         progress: bool = True,
         executor: Executor = "auto",
         batch_size: int = 32,
+        engine: EngineChoice = "auto",
     ) -> dict[str, ExtractStats]:
         """Compute what the cache lacks of this plan; what each backbone's `ensure` did."""
         records = self.records(dataset)
@@ -84,6 +86,7 @@ class FeaturePlan:
                 progress=progress,
                 executor=executor,
                 batch_size=batch_size,
+                engine=engine,
             )
             for name, cuts in self.cuts.items()
         }
@@ -159,6 +162,7 @@ def prepare_features(
     cache_root: str,
     *,
     progress: bool = True,
+    engine: EngineChoice = "auto",
 ) -> tuple[FeatureSet, FeatureReport]:
     """Ensure the cache for the plan (every (backbone, cut) of the train and val photos) once and load it.
 
@@ -173,7 +177,7 @@ def prepare_features(
     started = time.perf_counter()
     cache = BottleneckCache(cache_root)
     report = FeatureReport()
-    for stats in plan.ensure(cache, backbones, weights, dataset, progress=progress).values():
+    for stats in plan.ensure(cache, backbones, weights, dataset, progress=progress, engine=engine).values():
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)
