@@ -102,6 +102,7 @@ def prepare_features(
     whatever backbone they pick.
     """
     from automl.cache import BottleneckCache
+    from automl.monitoring.ray_metrics import record_extraction  # monitoring hook (issue 17)
 
     started = time.perf_counter()
     cache = BottleneckCache(cache_root)
@@ -109,6 +110,7 @@ def prepare_features(
     trial_records = [record for split in TRIAL_SPLITS for record in dataset.split(split)]
     for name, cuts in cuts_by_backbone.items():
         stats = cache.ensure(backbones[name], weights, list(cuts), trial_records, progress=progress)
+        record_extraction(name, stats.computed, stats.seconds)  # monitoring hook (issue 17)
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)

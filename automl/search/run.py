@@ -80,6 +80,11 @@ def run_search(
     console.print(f"[bold]ray[/bold] {where}: {session.nodes} node(s), {session.cpus:g} CPUs")
     if session.dashboard_url:
         console.print(f"[bold]dashboard[/bold] {session.dashboard_url}  ({session.auth_hint})")
+    from automl.monitoring.mlflow_logging import start_tracking  # monitoring hook (issue 17)
+    from automl.monitoring.optuna_study import dashboard_command  # monitoring hook (issue 17)
+
+    console.print(f"[bold]optuna[/bold] {dashboard_command(layout.root)}")  # monitoring hook (issue 17)
+    tracking = start_tracking(layout.root, recipe.name, recipe.model_dump(mode="json"), console)  # monitoring hook
 
     features, feature_report, test_records = _features(recipe, dataset, backbones, space, console)
     phases["features"] = feature_report.seconds
@@ -140,6 +145,8 @@ def run_search(
     }
     _write_json(layout.summary, summary)
     _write_report(layout.root, console)
+    if tracking is not None:  # monitoring hook (issue 17): results and files on the MLflow parent run
+        tracking.finish(layout.root, summary)
     return SearchOutcome(summary=summary, run_dir=layout.root)
 
 
