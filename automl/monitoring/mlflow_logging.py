@@ -95,7 +95,7 @@ def start_tracking(run_dir: Path, experiment: str, params: Mapping[str, Any], co
     except ImportError:
         console.print(
             f"[yellow]mlflow:[/yellow] {URI_VARIABLE} is set but mlflow is not installed: "
-            "pip install 'automl[mlflow]' to log this search there"
+            "pip install 'automl\\[mlflow]' to log this search there"  # \\[ escapes rich markup
         )
         return None
     run_dir = Path(run_dir)
