@@ -30,9 +30,12 @@ from typing import TYPE_CHECKING, Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 
+from automl.errors import AutomlError
 from automl.monitoring.optuna_study import STUDY_FILE
 
 if TYPE_CHECKING:
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
     from rich.console import Console
 
@@ -98,19 +101,34 @@ def start_tracking(run_dir: Path, experiment: str, params: Mapping[str, Any], co
             "pip install 'automl\\[mlflow]' to log this search there"  # \\[ escapes rich markup
         )
         return None
+    from mlflow.exceptions import MlflowException
+
     run_dir = Path(run_dir)
+    try:
+        tracking = _parent_run(
+            MlflowClient(uri), uri, run_dir, experiment, [Param(k, str(v)) for k, v in _flatten(params).items()]
+        )
+    except MlflowException as exc:
+        raise AutomlError(
+            f"{URI_VARIABLE}={uri}: MLflow refused the search's run: {exc.message}",
+            hint=f"fix or unset {URI_VARIABLE} (a local store: sqlite:///mlflow.db)",
+        ) from exc
+    console.print(f"[bold]mlflow[/bold] {uri}: experiment {experiment}, run {tracking.run_id}")
+    return tracking
+
+
+def _parent_run(client: MlflowClient, uri: str, run_dir: Path, experiment: str, params: list[Param]) -> Tracking:
+    """The run a resumed search started, or a new one in the recipe's experiment (ids saved in the run folder)."""
     tracking = Tracking.of_run(run_dir)
-    client = MlflowClient(uri)
     if tracking is not None:
         client.update_run(tracking.run_id, status="RUNNING")
-    else:
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        run = client.create_run(experiment_id, run_name=run_dir.name, tags={"automl.run_dir": str(run_dir)})
-        tracking = Tracking(uri, experiment, experiment_id, run.info.run_id)
-        client.log_batch(tracking.run_id, params=[Param(k, str(v)) for k, v in _flatten(params).items()])
-        (run_dir / TRACKING_FILE).write_text(json.dumps(asdict(tracking)), encoding="utf-8")
-    console.print(f"[bold]mlflow[/bold] {uri}: experiment {experiment}, run {tracking.run_id}")
+        return tracking
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_dir.name, tags={"automl.run_dir": str(run_dir)})
+    tracking = Tracking(uri, experiment, experiment_id, run.info.run_id)
+    client.log_batch(tracking.run_id, params=params)
+    (run_dir / TRACKING_FILE).write_text(json.dumps(asdict(tracking)), encoding="utf-8")
     return tracking
 
 

@@ -168,7 +168,6 @@ class RunStudySearch(OptunaSearch):
         """Tune's saved searcher state, then the journal's view: trials told or epochs reported after that save,
         and trials lost with the driver."""
         super().restore(checkpoint_path)
-        self.__dict__.setdefault("_steps", {})
         known = {trial.number: trial_id for trial_id, trial in self._ot_trials.items()}
         for frozen in self._ot_study.get_trials(deepcopy=False):
             trial_id = known.get(frozen.number)
