@@ -105,6 +105,7 @@ def search(tmp_path_factory: pytest.TempPathFactory, cats_and_dogs: Path) -> Sea
         "AUTOML_CACHE": str(root / "cache"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "MLFLOW_TRACKING_URI": mlflow_uri,
+        "RAY_metrics_report_interval_ms": "2000",  # Ray exports custom metrics every 10 s by default
     }
     env.pop("RAY_AUTH_MODE", None)  # token authentication, Ray's default
     stderr_path = root / "stderr.txt"
