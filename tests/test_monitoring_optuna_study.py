@@ -133,3 +133,9 @@ def test_an_interrupted_search_resumes_in_the_same_study(tmp_path, local_ray):
         assert after[number].state == trial.state and after[number].value == trial.value, "earlier ends are kept"
     complete = {t.user_attrs["tune_trial"] for t in after if t.state == TrialState.COMPLETE}
     assert complete == set(trials.loc[trials["status"] == "complete", "trial_id"]), "Optuna and Tune agree"
+    reruns = [t for t in after if "rerun_of" in t.user_attrs]  # trials the interruption stopped, run again
+    assert len(after) == len(trials) + len(reruns)
+    for rerun in reruns:
+        stopped = before[rerun.user_attrs["rerun_of"]]
+        assert stopped.state == TrialState.PRUNED and stopped.params == rerun.params
+        assert stopped.user_attrs["tune_trial"] == rerun.user_attrs["tune_trial"]
