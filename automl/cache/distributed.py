@@ -82,9 +82,10 @@ def extract_on_cluster(
     nodes = alive_nodes()
     task = ray.remote(num_cpus=1)(_extract_shard)
     refs = [
-        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
-            str(store.root), backbone.name, weights, part, batch_size, engine
-        )
+        task.options(
+            name=f"extract {backbone.name}",  # the task's name in Ray's dashboard
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(str(store.root), backbone.name, weights, part, batch_size, engine)
         for (node_id, _cpus), part in zip(nodes, shard(groups, [cpus for _node, cpus in nodes]), strict=True)
         if part
     ]

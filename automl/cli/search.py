@@ -27,7 +27,8 @@ def search(
 ) -> None:
     """Search for the best transfer-learning classifier within the recipe's budgets and export it.
 
-    Prints the run folder and the Ray dashboard first, a live progress line while trials run, and the
+    Prints the run folder, the Ray dashboard and the `optuna-dashboard` command for the search's study first
+    (and its MLflow run when MLFLOW_TRACKING_URI is set), a live progress line while trials run, and the
     best model's test metrics at the end. Exit code 0 when a model was exported, 2 for a bad recipe or
     dataset, 1 for anything else.
     """

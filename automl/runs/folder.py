@@ -7,6 +7,8 @@ trials.parquet         every trial and the baseline (`automl.runs.trials.TrialTa
 labels.json  metrics.json (`TestMetrics`)  report.html
 model/                 the exported model (automl.exported)
 baseline.npz           the default configuration's TrialResult (reused on resume)
+optuna.log             the Optuna study the sampler uses (JournalStorage: `optuna-dashboard optuna.log`)
+mlflow.json            the MLflow parent run's ids, when MLflow tracking is on (reused on resume)
 tune/origin            the run folder's path when the search started (Tune's state keeps it)
 tune/search/           Ray Tune: experiment state, one folder per trial (CSV, JSON, TensorBoard logs, and, for
                        finished trials, checkpoint_*/trial_result.npz with the weights); read only by
@@ -34,6 +36,8 @@ BASELINE_FILE = "baseline.npz"
 TUNE_DIR = "tune"
 EXPERIMENT = "search"
 RESULT_FILE = "trial_result.npz"
+STUDY_FILE = "optuna.log"
+TRACKING_FILE = "mlflow.json"
 """The `TrialResult` inside each finished trial's checkpoint."""
 
 
@@ -92,6 +96,19 @@ class RunFolder:
     @property
     def baseline(self) -> Path:
         return self.root / BASELINE_FILE
+
+    @property
+    def study(self) -> Path:
+        return self.root / STUDY_FILE
+
+    @property
+    def tracking(self) -> Path:
+        return self.root / TRACKING_FILE
+
+    @property
+    def shared_artifacts(self) -> tuple[Path, ...]:
+        """What a search leaves for people to look at (logged to MLflow, for one)."""
+        return (self.model, self.report, self.metrics, self.summary, self.trials, self.recipe, self.study)
 
     @property
     def tune(self) -> Path:

@@ -39,6 +39,7 @@ from automl.search.budget import SearchBudget, trial_count
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
     from automl.data.dataset import Dataset
+    from automl.monitoring.mlflow_logging import Tracking
     from automl.search.cluster import RaySession
     from automl.search.features import FeatureReport, FeatureSet
     from automl.search.space import SearchSpace
@@ -87,6 +88,7 @@ def run_search(
     dataset, backbones, space = _prepare(recipe, console)
     with phases.measure("ray_start"):
         session = _connect(recipe, address, console)
+    tracking = _watch(recipe, folder, console)
     features, feature_report = _features(recipe, dataset, backbones, space, console)
     phases.seconds["features"] = round(feature_report.seconds, 2)
     budget.ensure_time_for_trials(feature_report.seconds)
@@ -126,7 +128,21 @@ def run_search(
     )
     summary.write(folder.summary)
     _write_report(folder, console)
+    if tracking is not None:  # results and files on the MLflow parent run
+        tracking.finish(folder.root, summary.model_dump(mode="json"))
     return SearchOutcome(summary=summary, run_dir=folder.root)
+
+
+def _watch(recipe: Recipe, folder: RunFolder, console: Console) -> Tracking | None:
+    """Where to watch the search besides Ray's dashboard: Optuna's dashboard command, and MLflow when it is set up.
+
+    Before the trials: Tune's MLflow callback reads the parent run from the run folder.
+    """
+    from automl.monitoring.mlflow_logging import start_tracking
+    from automl.monitoring.optuna_study import dashboard_command
+
+    console.print(f"[bold]optuna[/bold] {dashboard_command(folder.root)}")
+    return start_tracking(folder.root, recipe.name or "search", recipe.model_dump(mode="json"), console)
 
 
 def _new_folder(recipe: Recipe) -> RunFolder:

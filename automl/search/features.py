@@ -173,11 +173,14 @@ def prepare_features(
     backbone they pick.
     """
     from automl.cache import BottleneckCache
+    from automl.monitoring.ray_metrics import record_extraction  # monitoring hook (issue 17)
 
     started = time.perf_counter()
     cache = BottleneckCache(cache_root)
     report = FeatureReport()
-    for stats in plan.ensure(cache, backbones, weights, dataset, progress=progress, engine=engine).values():
+    ensured = plan.ensure(cache, backbones, weights, dataset, progress=progress, engine=engine)
+    for name, stats in ensured.items():
+        record_extraction(name, stats.computed, stats.seconds)  # monitoring hook (issue 17)
         report.computed += stats.computed
         report.reused += stats.reused
         report.failed.extend(stats.failed)

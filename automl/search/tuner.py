@@ -152,7 +152,10 @@ def run_trials(
     """Run (or resume) the Tune experiment of `run_dir` until a budget ends it; Ray must be running."""
     import optuna
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from automl.monitoring.optuna_study import RunStudySearch  # monitoring hook (issue 17)
+    from automl.monitoring.trial_names import named_trials  # monitoring hook (issue 17)
+    from automl.monitoring.tune_callbacks import tune_callbacks  # monitoring hook (issue 17)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
@@ -166,15 +169,19 @@ def run_trials(
         budget=budget,
         trial_time=recipe.budget.trial_time,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(automl_trial, features=features, settings=settings),
-        {"cpu": resources.cpus_per_trial},
+    trainable = named_trials(  # monitoring hook (issue 17): trial actors named by their configuration
+        tune.with_resources(
+            tune.with_parameters(automl_trial, features=features, settings=settings),
+            {"cpu": resources.cpus_per_trial},
+        )
     )
     path = RunFolder(run_dir).experiment
     if resume:
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
         return tuner.fit()
-    searcher = OptunaSearch(space=space, metric=METRIC, mode="max", sampler=space.sampler())
+    searcher = RunStudySearch(  # monitoring hook (issue 17): the study in <run>/optuna.log, pruned trials PRUNED
+        space, metric=METRIC, mode="max", sampler=space.sampler(), run_dir=run_dir, study_name=recipe.name or "search"
+    )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -190,6 +197,7 @@ def run_trials(
             name=path.name,
             storage_path=str(path.parent.resolve()),
             stop=BudgetStopper(run_key),
+            callbacks=tune_callbacks(run_dir, METRIC, searcher),  # monitoring hook (issue 17): Ray metrics, MLflow
             failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_RETRIES),
             verbose=0,
         ),
