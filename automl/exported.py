@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from automl.backbones.base import Resize
+from automl.data.resize import Resize
 from automl.errors import InputError
 from automl.paths import write_atomic
 

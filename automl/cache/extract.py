@@ -27,7 +27,8 @@ from automl.data.dataset import ImageRecord, SkippedFile
 from automl.data.images import ImageError, decode_image
 
 if TYPE_CHECKING:
-    from automl.backbones.base import Backbone, Resize
+    from automl.backbones.base import Backbone
+    from automl.data.resize import Resize
 
 DEFAULT_BATCH_SIZE = 32
 CutGroups = dict[tuple[str, ...], list[ImageRecord]]

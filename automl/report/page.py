@@ -301,8 +301,8 @@ def _thumbnail(path: str) -> str | None:
     """A small inline JPEG of a photo, or None when it cannot be read any more."""
     from PIL import Image
 
-    from automl.backbones.base import Resize
     from automl.data.images import ImageError, decode_image
+    from automl.data.resize import Resize
 
     try:
         pixels = decode_image(Path(path).read_bytes(), Resize(size=THUMBNAIL_PX, resample="bilinear"))
