@@ -237,7 +237,7 @@ class Backbone(abc.ABC):
         cached = self.__dict__.get("_architecture_cache")
         if cached is None:
             model = self.build("none")
-            cuts = {}
+            cuts: dict[str, CutPoint] = {}
             for name in CUT_NAMES:
                 if name in ("all", "none") or name in self.cut_at:
                     tensor = self._cut_tensor(model, name)

@@ -245,13 +245,13 @@ def _baseline(
 
     Bounded like a trial (`trial_time`) and by the search's deadline, so the time budget holds.
     """
-    from automl.train import TrialResult, baseline_config, train_trial
+    from automl.train import TimeLimit, TrialResult, baseline_config, train_trial
 
     if layout.baseline.is_file():
         return TrialResult.load(layout.baseline)
     config = {**baseline_config(), "backbone": recipe.search.backbones[0], "cut": "all"}
     time_limit = min(recipe.budget.trial_time or math.inf, deadline - time.time())
-    result = train_trial(config, features.trial_data(config["backbone"], "all"), time_limit=time_limit)
+    result = train_trial(config, features.trial_data(config["backbone"], "all"), [TimeLimit(time_limit)])
     result.save(layout.baseline)
     console.print(
         f"[bold]baseline[/bold] {config['backbone']}/all softmax adam: val accuracy {result.best_val_accuracy:.4f}"

@@ -111,7 +111,9 @@ def build_classifier(config: LiteConfig, pixels: keras.KerasTensor, preprocessed
     import keras
     from keras import layers
 
-    def conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, act: bool = True):
+    def conv_bn(
+        x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, act: bool = True
+    ) -> keras.KerasTensor:
         x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
         return layers.ReLU(max_value=6.0, name=f"{prefix}_relu6")(x) if act else x
