@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -56,11 +57,12 @@ def test_target_accuracy_ends_the_trial_at_the_first_epoch_that_reaches_it(blobs
     assert [e["val_accuracy"] for e in stopped.history] == [e["val_accuracy"] for e in free.history[:first]]
 
 
-def test_a_time_limit_is_reusable_across_trials(blobs: TrialData) -> None:
-    """The clock starts at each trial's on_train_begin, so a long limit never ends a short second trial."""
-    limit = TimeLimit(3600.0)
-    for _ in range(2):
-        assert len(train_trial({"epochs": 3}, blobs, [limit]).history) == 3
+def test_a_time_limit_counts_from_when_it_was_made(blobs: TrialData) -> None:
+    """The search hands a trial the time left before its deadline: set-up time counts, epochs are never cut."""
+    spent = TimeLimit(0.2)
+    time.sleep(0.2)
+    assert len(train_trial({"epochs": 3}, blobs, [spent]).history) == 1
+    assert len(train_trial({"epochs": 3}, blobs, [TimeLimit(3600.0)]).history) == 3
 
 
 def test_report_metrics_hands_over_a_copy(blobs: TrialData) -> None:

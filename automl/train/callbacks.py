@@ -42,8 +42,7 @@ class TrialState:
 class TrialCallback:
     """Base class: every hook does nothing; subclasses override the ones they need.
 
-    `trial` is set by the `CallbackList` before `on_train_begin`; a callback may be reused by trials
-    that run one after another (each `on_train_begin` starts afresh).
+    `trial` is set by the `CallbackList` before `on_train_begin`.
     """
 
     trial: TrialState
@@ -87,13 +86,15 @@ class ReportMetrics(TrialCallback):
 
 
 class TimeLimit(TrialCallback):
-    """Ends training after the epoch that passes `seconds` since training began (the epoch is never cut short)."""
+    """Ends training after the epoch that passes `seconds` from when this callback was made.
+
+    The clock starts at construction, not at `on_train_begin`: the search gives a trial the time left
+    before its deadline, and the trial's set-up (building the network, the first trial's garbage
+    collection) is part of that time. Make one per trial; an epoch is never cut short.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._started = time.perf_counter()
-
-    def on_train_begin(self) -> None:
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: EpochLogs) -> None:
