@@ -200,6 +200,20 @@ class _BackboneChecks:
         if found[0].input is not self.model.inputs[0]:
             raise self.fail("preprocessing", "the Preprocess layer does not read the model's input pixels directly")
 
+    def safe_mode(self) -> None:
+        import keras
+
+        import automl.backbones.layers  # noqa: F401  (registers automl>Preprocess, as ExportedModel.load does)
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.keras"
+            self.model.save(path)
+            try:
+                loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+            except Exception as exc:
+                raise self.fail("safe_mode", f"the saved model does not load in Keras safe mode: {exc}") from exc
+        self._assert_close("safe_mode", "the loaded model", np.asarray(loaded(self.pixels)), self.output)
+
     def cut_points(self) -> None:
         backbone = self.backbone
         points = backbone.cut_points()
@@ -264,20 +278,6 @@ class _BackboneChecks:
                 )
         if backbone.weights_id(self.weights) != first:
             raise self.fail("weights_id", "changes after building the model")
-
-    def safe_mode(self) -> None:
-        import keras
-
-        import automl.backbones.layers  # noqa: F401  (registers automl>Preprocess, as ExportedModel.load does)
-
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.keras"
-            self.model.save(path)
-            try:
-                loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
-            except Exception as exc:
-                raise self.fail("safe_mode", f"the saved model does not load in Keras safe mode: {exc}") from exc
-        self._assert_close("safe_mode", "the loaded model", np.asarray(loaded(self.pixels)), self.output)
 
 
 def _all_layers(model: keras.Model) -> list[keras.Layer]:
