@@ -26,8 +26,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from automl.atomic import staging_folder, write_atomic
-from automl.backbones.base import Resize
 from automl.data.files import MAX_FILE_BYTES, FileRefused, read_bounded
+from automl.data.resize import Resize
 from automl.engines import openvino_installed
 from automl.engines.exported import export_ir, ir_size, openvino_forward
 from automl.engines.openvino import CompiledIR

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from automl.backbones.base import Resize
 from automl.data.images import decode_image
+from automl.data.resize import Resize
 from benchmarks.results import publish, table
 
 RESIZE = Resize(size=224, crop_fraction=0.875, resample="bicubic")

@@ -1,4 +1,8 @@
-"""The backbone contract on real Keras models: cuts, extractor, trainable rest, weights, safe-mode export."""
+"""The backbone base class and the Keras applications on real Keras models: cuts, weights, preprocessing.
+
+The whole contract of every registered backbone is `automl.backbones.testing.check_backbone`
+(tests/test_backbones_testing.py); these are the base class's own rules and the Keras applications' facts.
+"""
 
 from __future__ import annotations
 
@@ -12,63 +16,51 @@ import numpy as np
 import pytest
 
 from automl.backbones import CUT_NAMES, get_backbone
-from automl.backbones.base import Backbone, CutAt
+from automl.backbones.base import PREPROCESSING_MODES, preprocessing_id
+from automl.backbones.keras_apps import keras_application
 from automl.backbones.layers import Preprocess
+from automl.data.resize import Resize
 from automl.errors import InputError
 
 KERAS_APPS = ("resnet50", "vgg16", "inception_v3", "xception", "mobilenet_v2", "efficientnet_b0")
 
 
-def pixels(backbone: Backbone, count: int = 2, seed: int = 0) -> np.ndarray:
-    size = backbone.input_size
-    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype("float32")
-
-
-def assert_frozen_then_rest_is_model(backbone: Backbone, model: keras.Model, x: np.ndarray) -> None:
-    """For every cut: the cut's activation from the one-pass extractor, fed to the rest, gives the model's output."""
-    activations = {cut: np.asarray(a) for cut, a in backbone.extractor(model, CUT_NAMES)(x).items()}
-    full = np.asarray(model(x))
-    assert np.abs(full).max() > 0, "a zero output would make the comparison meaningless"
-    for cut, point in backbone.cut_points().items():
-        assert activations[cut].shape == (len(x), *point.output_shape), cut
-        rest = backbone.trainable_rest(model, cut)
-        assert rest.trainable
-        rebuilt = np.asarray(rest(activations[cut]))
-        np.testing.assert_allclose(rebuilt, full, rtol=1e-4, atol=1e-5 * np.abs(full).max(), err_msg=cut)
-
-
-def test_mobilenet_v2_frozen_then_rest_equals_the_whole_model_for_every_cut() -> None:
-    backbone = get_backbone("mobilenet_v2")
-    assert_frozen_then_rest_is_model(backbone, backbone.build("none"), pixels(backbone))
-
-
 @pytest.mark.parametrize("name", KERAS_APPS)
-def test_keras_app_cut_points_are_single_tensor_block_boundaries(name: str) -> None:
+def test_keras_app_offers_every_cut_with_half_before_top(name: str) -> None:
     backbone = get_backbone(name)
-    cuts = backbone.cut_points()  # builds the architecture once; raises if a residual connection crosses a cut
+    cuts = backbone.cut_points()  # the architecture, built once per backbone object (check_backbone shares it)
     assert list(cuts) == list(CUT_NAMES)
-    assert cuts["all"].output_shape == (backbone.feature_size,)
-    assert cuts["none"].output_shape == (backbone.input_size, backbone.input_size, 3)
     top, half = (np.prod(cuts[c].output_shape) for c in ("top", "half"))
     assert top < half, "half cuts earlier, where the activations are larger"
     assert backbone.parameter_count() > 1_000_000
 
 
-def test_a_cut_across_a_residual_connection_is_refused() -> None:
-    backbone = get_backbone("resnet50")
-    bad = replace(backbone, cut_at={**backbone.cut_at, "top": CutAt("conv5_block3_1_relu")})  # inside a block
-    with pytest.raises(InputError, match="single-tensor block boundaries"):
-        bad.cut_points()
+def test_preprocessing_id_changes_with_every_field_of_resize_and_with_the_mode() -> None:
+    resize = Resize(224, 0.875, "bilinear")
+    variants = [
+        resize,
+        Resize(225, 0.875, "bilinear"),
+        Resize(224, 0.9, "bilinear"),
+        Resize(224, 0.875, "bicubic"),
+    ]
+    ids = {preprocessing_id(r, "tf") for r in variants} | {preprocessing_id(resize, m) for m in PREPROCESSING_MODES}
+    assert len(ids) == len(variants) + len(PREPROCESSING_MODES) - 1
 
 
-def test_trainable_rest_has_its_own_weights() -> None:
-    backbone = get_backbone("mobilenet_v2")
-    model = backbone.build("none")
-    rest = backbone.trainable_rest(model, "top")
-    before = [w.copy() for w in model.get_weights()]
-    for variable in rest.trainable_variables:
-        variable.assign(variable + 1.0)
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+def test_keras_apps_keep_their_cache_keys_and_lite_follows_its_resize() -> None:
+    """The Keras applications' ids are the hand-written ones of before (their cached activations stay valid)."""
+    assert get_backbone("resnet50").preprocessing_id == "caffe-crop0.875-bilinear-224"
+    assert get_backbone("inception_v3").preprocessing_id == "tf-crop0.875-bilinear-299"
+    lite1 = get_backbone("efficientnet_lite1")
+    assert lite1.preprocessing_id == preprocessing_id(lite1.resize, "lite") == f"lite-crop{240 / 272!r}-bicubic-240"
+    moved = replace(get_backbone("resnet50"), resize=Resize(256, 0.875, "bilinear"))
+    assert moved.preprocessing_id == "caffe-crop0.875-bilinear-256" and moved.input_size == 256
+
+
+def test_an_unknown_preprocessing_mode_is_refused_when_the_backbone_is_made() -> None:
+    with pytest.raises(InputError, match="unknown preprocessing mode 'imagenet'") as error:
+        replace(keras_application("vgg16"), preprocessing_mode="imagenet")  # type: ignore[arg-type]
+    assert "caffe" in str(error.value)
 
 
 def test_unknown_cut_and_unknown_backbone_name_the_choices() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from automl.backbones import CUT_NAMES, get_backbone
+from automl.backbones import get_backbone
 from automl.data.images import decode_image
 from automl.errors import InputError
 
@@ -84,18 +84,10 @@ def test_weights_are_converted_once_then_loaded(monkeypatch: pytest.MonkeyPatch,
     assert backbone.weights_id("default").startswith("lite-imagenet-")
 
 
-def test_lite_frozen_then_rest_equals_the_whole_model_with_real_weights() -> None:
-    backbone = get_backbone("efficientnet_lite0")
-    model = backbone.build("default")
-    x = np.random.default_rng(3).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
-    activations = {cut: np.asarray(a) for cut, a in backbone.extractor(model, CUT_NAMES)(x).items()}
-    full = np.asarray(model(x))
-    cuts = backbone.cut_points()
+def test_lite_cuts_lie_at_the_stage_boundaries() -> None:
+    """`top` before the last block (7x7x192), `half` before stage 4 (14x14x80); check_backbone proves the rest."""
+    cuts = get_backbone("efficientnet_lite0").cut_points()
     assert cuts["top"].output_shape == (7, 7, 192) and cuts["half"].output_shape == (14, 14, 80)
-    np.testing.assert_array_equal(activations["none"], x)  # `none` is the raw pixels
-    for cut in CUT_NAMES:
-        rest = backbone.trainable_rest(model, cut)
-        np.testing.assert_allclose(np.asarray(rest(activations[cut])), full, rtol=1e-4, atol=1e-4, err_msg=cut)
 
 
 def test_a_file_that_is_not_lite_weights_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

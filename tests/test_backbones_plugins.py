@@ -129,3 +129,20 @@ def test_registry_warns_about_each_skipped_plugin(plugin_path: Path, monkeypatch
     assert any("'resnet50' from automl-bad-plugins 0.0.1 skipped" in m for m in messages)
     assert registry.get("densenet121").feature_size == 1024
     assert registry.backbones["resnet50"].distribution == "automl"
+
+
+def test_the_how_to_conformance_test_passes_on_the_installed_example(plugin_path: Path) -> None:
+    """The README's plugin test, verbatim, run by pytest against the pip-installed example."""
+    test_file = plugin_path.parent / "test_densenet_conforms.py"
+    test_file.write_text(_code_blocks(HOW_TO.read_text(), "python")[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file.name],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=test_file.parent,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout

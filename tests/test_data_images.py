@@ -31,8 +31,8 @@ from image_cases import (
 )
 from PIL import Image, ImageFile
 
-from automl.backbones.base import Resize
 from automl.data.images import MAX_PIXELS, ImageError, decode_image, decoded_pixels, probe_image, verify_image
+from automl.data.resize import Resize
 
 
 def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tiny_model import save_tiny_model
 
-from automl.backbones.base import Resize
+from automl.data.resize import Resize
 from automl.errors import InputError
 from automl.exported import ExportedModel
 
@@ -51,7 +51,7 @@ def test_a_keras_file_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path: Path
     inputs = keras.Input((8, 8, 3))
     flat = keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2.0)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(flat))
-    from automl.backbones.base import Resize
+    from automl.data.resize import Resize
 
     folder = ExportedModel.save(tmp_path / "model", model, ["a", "b"], Resize(size=8))
     with pytest.raises(InputError, match="cannot be loaded safely"):

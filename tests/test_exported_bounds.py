@@ -13,8 +13,8 @@ import pytest
 from tiny_model import save_tiny_model
 from typer.testing import CliRunner
 
-from automl.backbones.base import Resize
 from automl.cli.main import app
+from automl.data.resize import Resize
 from automl.errors import InputError
 from automl.exported import MAX_LAYER_WIDTH, ExportedModel
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from tiny_model import save_tiny_model
 
-from automl.backbones.base import Resize
+from automl.data.resize import Resize
 from automl.exported import ExportedModel
 from automl.serve.app import create_app
 from automl.serve.settings import ServeSettings

@@ -18,7 +18,7 @@ from PIL import Image
 from test_serve import LoopbackServer, assert_refused, post
 from tiny_model import save_tiny_model
 
-from automl.backbones.base import Resize
+from automl.data.resize import Resize
 from automl.exported import ExportedModel
 from automl.serve.app import create_app
 from automl.serve.settings import ServeSettings

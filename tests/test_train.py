@@ -9,24 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trial_data import separable
 
 from automl.errors import InputError
-from automl.train import StopTrial, TrialData, TrialResult, baseline_config, train_trial
+from automl.train import ReportMetrics, TimeLimit, TrialData, TrialResult, baseline_config, train_trial
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def separable(classes: int = 6, features: int = 64, train: int = 240, val: int = 90, seed: int = 0) -> TrialData:
-    """Gaussian blobs around well-apart class centres: every head must get nearly all of val right."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=3.0, size=(classes, features))
-
-    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = rng.integers(0, classes, count)
-        return (centres[labels] + rng.normal(size=(count, features))).astype(np.float32), labels
-
-    (x_train, y_train), (x_val, y_val) = draw(train), draw(val)
-    return TrialData(x_train, y_train, x_val, y_val, classes)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +60,7 @@ def test_parameter_count_is_that_of_the_head(blobs: TrialData) -> None:
 
 def test_report_is_called_after_every_epoch_with_increasing_epochs(blobs: TrialData) -> None:
     calls: list[dict] = []
-    result = train_trial({"epochs": 5}, blobs, calls.append)
+    result = train_trial({"epochs": 5}, blobs, [ReportMetrics(calls.append)])
     assert [c["epoch"] for c in calls] == [1, 2, 3, 4, 5]
     for call in calls:
         assert set(call) >= {"epoch", "val_accuracy", "val_top5", "train_loss", "val_loss", "epoch_seconds"}
@@ -80,17 +68,6 @@ def test_report_is_called_after_every_epoch_with_increasing_epochs(blobs: TrialD
         assert call["epoch_seconds"] > 0
     assert result.history == calls
     assert result.best_val_accuracy == max(c["val_accuracy"] for c in calls)
-
-
-def test_stop_trial_from_report_returns_the_result_so_far(blobs: TrialData) -> None:
-    def stop_after_two(metrics: dict) -> None:
-        if metrics["epoch"] == 2:
-            raise StopTrial
-
-    result = train_trial({"epochs": 10}, blobs, stop_after_two)
-    assert result.stopped
-    assert len(result.history) == 2
-    assert result.weights
 
 
 @pytest.mark.parametrize("error", [RuntimeError("tune session ended"), SystemExit(0)], ids=["error", "sys.exit"])
@@ -103,13 +80,13 @@ def test_an_exception_from_report_propagates_and_the_next_trial_runs(blobs: Tria
         raise error
 
     with pytest.raises(type(error)):
-        train_trial({"epochs": 3}, blobs, fail)
+        train_trial({"epochs": 3}, blobs, [ReportMetrics(fail)])
     assert calls == [1]
     assert train_trial({"epochs": 2}, blobs).best_val_accuracy > 0.5
 
 
 def test_time_limit_ends_training_after_the_epoch_that_passes_it(blobs: TrialData) -> None:
-    result = train_trial({"epochs": 50}, blobs, time_limit=0.0)
+    result = train_trial({"epochs": 50}, blobs, [TimeLimit(0.0)])
     assert len(result.history) == 1
     assert result.stopped
 
@@ -194,7 +171,8 @@ def test_configure_threads_sizes_pools_and_survives_a_running_tensorflow() -> No
 
 def test_a_diverging_trial_ends_at_the_first_non_finite_loss(blobs: TrialData) -> None:
     calls: list[dict] = []
-    result = train_trial({"head": "mlp", "optimizer": "sgd", "learning_rate": 1e30, "epochs": 20}, blobs, calls.append)
+    config = {"head": "mlp", "optimizer": "sgd", "learning_rate": 1e30, "epochs": 20}
+    result = train_trial(config, blobs, [ReportMetrics(calls.append)])
     assert result.stopped
     assert len(calls) == len(result.history) < 20
     assert not np.isfinite(result.history[-1]["train_loss"])

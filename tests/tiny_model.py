@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from automl.backbones.base import Resize
+from automl.data.resize import Resize
 from automl.exported import ExportedModel
 
 

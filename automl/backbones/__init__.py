@@ -1,8 +1,9 @@
 """Backbones: the plugin registry, the backbone contract, and the preprocessing layer exported models use.
 
-Names are imported lazily so that light modules (`automl.data`, the CLI's `--help`) can use `Resize` and the
-contract without paying for Keras. Loading an exported model needs `automl.backbones.layers` imported
-first (it registers the `automl>Preprocess` layer for Keras safe mode); `automl.exported` does that.
+Names are imported lazily so that light modules (the CLI's `--help`) can use the contract without paying
+for Keras; `Resize` lives in `automl.data.resize` (the data layer applies it) and is re-exported here.
+Loading an exported model needs `automl.backbones.layers` imported first (it registers the
+`automl>Preprocess` layer for Keras safe mode); `automl.exported` does that.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ _EXPORTS = {
     "Backbone": "automl.backbones.base",
     "CutAt": "automl.backbones.base",
     "CutPoint": "automl.backbones.base",
-    "Resize": "automl.backbones.base",
+    "Resize": "automl.data.resize",
     "get_backbone": "automl.backbones.registry",
     "load_backbones": "automl.backbones.registry",
 }

@@ -24,15 +24,19 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
+from automl.data.resize import Resize
 from automl.errors import InputError
 
 if TYPE_CHECKING:
     import keras
 
 CutName = Literal["all", "top", "half", "none"]
-CUT_NAMES: tuple[CutName, ...] = ("all", "top", "half", "none")
+CUT_NAMES: tuple[CutName, ...] = get_args(CutName)
+PreprocessingMode = Literal["raw", "tf", "torch", "caffe", "lite"]
+PREPROCESSING_MODES: tuple[PreprocessingMode, ...] = get_args(PreprocessingMode)
+"""What `automl.backbones.layers.Preprocess` does to pixels in [0, 255] (see there); `raw` adds no layer."""
 NAMED_WEIGHTS = ("default", "imagenet", "none")
 RANDOM_WEIGHTS_SEED = 20240501
 
@@ -59,17 +63,14 @@ class CutPoint:
     output_shape: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Resize:
-    """How a photo becomes the backbone's square input, before the model's own preprocessing.
+def preprocessing_id(resize: Resize, mode: PreprocessingMode) -> str:
+    """Names everything between a photo's bytes and the network's first layer: cache keys use it.
 
-    `crop_fraction` is the share of the short side kept by the centre crop (1.0: no crop, resize the
-    whole short side); `resample` is a Pillow filter name.
+    Derived, never written by hand, so that a backbone cannot change its resize or preprocessing and
+    keep reading activations cached under the old one (timm's `PretrainedCfg` is the model: the
+    preprocessing is data). Keras applications keep their former ids (`caffe-crop0.875-bilinear-224`).
     """
-
-    size: int
-    crop_fraction: float = 1.0
-    resample: Literal["bicubic", "bilinear"] = "bilinear"
+    return f"{mode}-crop{resize.crop_fraction!r}-{resize.resample}-{resize.size}"
 
 
 @dataclass
@@ -77,20 +78,34 @@ class Backbone(abc.ABC):
     """One registered backbone. Subclasses set the fields and implement the three abstract methods.
 
     Models built here take float32 RGB pixels in [0, 255], shape (size, size, 3), and include the
-    backbone's own preprocessing as layers, so that an exported model takes raw pixels.
+    backbone's own preprocessing as layers (`preprocessed_input` makes both), so that an exported model
+    takes raw pixels. `automl.backbones.testing.check_backbone` checks the whole contract.
     """
 
     name: str
     resize: Resize
     feature_size: int
-    preprocessing_id: str
+    preprocessing_mode: PreprocessingMode
+    """The `Preprocess` layer `preprocessed_input` puts first; `raw` for a network that normalises by itself."""
     description: str = ""
     cut_at: dict[str, CutAt] = field(default_factory=dict)
     """Where `top` and `half` lie (set by each backbone); `all` and `none` need no layer."""
 
+    def __post_init__(self) -> None:
+        if self.preprocessing_mode not in PREPROCESSING_MODES:
+            raise InputError(
+                f"backbone {self.name}: unknown preprocessing mode {self.preprocessing_mode!r}",
+                hint=f"use one of {', '.join(PREPROCESSING_MODES)}",
+            )
+
     @property
     def input_size(self) -> int:
         return self.resize.size
+
+    @property
+    def preprocessing_id(self) -> str:
+        """`preprocessing_id(resize, preprocessing_mode)`: follows both fields (never override it)."""
+        return preprocessing_id(self.resize, self.preprocessing_mode)
 
     # --- what each backbone implements -------------------------------------------------------------
 
@@ -118,6 +133,20 @@ class Backbone(abc.ABC):
             with _seeded(RANDOM_WEIGHTS_SEED):
                 return self._build("none")
         return self._build(weights)
+
+    def preprocessed_input(self) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+        """The model's input (float32 RGB pixels, `resize.size` square) and it after `preprocessing_mode`.
+
+        `_build` starts from these, so the input size and the preprocessing are the declared ones.
+        """
+        import keras
+
+        from automl.backbones.layers import Preprocess
+
+        pixels = keras.Input(shape=(self.input_size, self.input_size, 3), name="pixels")
+        if self.preprocessing_mode == "raw":
+            return pixels, pixels
+        return pixels, Preprocess(self.preprocessing_mode, name="preprocess")(pixels)
 
     @staticmethod
     def random_weights(weights: str) -> bool:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from automl.backbones.base import Backbone, CutAt, Resize
+from automl.backbones.base import Backbone, CutAt, PreprocessingMode
+from automl.data.resize import Resize
 from automl.errors import InputError
 
 if TYPE_CHECKING:
@@ -36,20 +37,13 @@ class KerasApplication(Backbone):
 
     constructor: str = ""
     """Name of the `keras.applications` function, e.g. `ResNet50`."""
-    preprocessing_mode: str = "raw"
-    """A `Preprocess` mode (see `automl.backbones.layers`); `raw` adds no layer."""
     weights_file: str = ""
     """File name of Keras' ImageNet no-top weights in its cache folder (to tell whether they are offline)."""
 
     def _build(self, weights: str) -> keras.Model:
         import keras
 
-        from automl.backbones.layers import Preprocess
-
-        pixels = keras.Input(shape=(self.input_size, self.input_size, 3), name="pixels")
-        x = pixels
-        if self.preprocessing_mode != "raw":
-            x = Preprocess(self.preprocessing_mode, name="preprocess")(pixels)
+        _, x = self.preprocessed_input()
         keras_weights = {"none": None, "default": "imagenet"}.get(weights, weights)
         application: Callable[..., keras.Model] = getattr(keras.applications, self.constructor)
         try:
@@ -76,7 +70,7 @@ class _Spec:
     constructor: str
     size: int
     features: int
-    mode: str
+    mode: PreprocessingMode
     weights_file: str
     top: CutAt
     half: CutAt
@@ -126,11 +120,10 @@ def keras_application(name: str) -> KerasApplication:
         name=name,
         resize=Resize(spec.size, IMAGENET_CROP, "bilinear"),
         feature_size=spec.features,
-        preprocessing_id=f"{spec.mode}-crop{IMAGENET_CROP}-bilinear-{spec.size}",
+        preprocessing_mode=spec.mode,
         description=spec.description,
         cut_at={"top": spec.top, "half": spec.half},
         constructor=spec.constructor,
-        preprocessing_mode=spec.mode,
         weights_file=spec.weights_file,
     )
 

@@ -10,28 +10,29 @@ from typing import Any
 
 import keras
 
+from automl.backbones.base import PREPROCESSING_MODES, PreprocessingMode
+
 # mode -> (per-channel offset subtracted, per-channel divisor, whether RGB is reversed to BGR first)
-_MODES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], bool]] = {
+_MODES: dict[PreprocessingMode, tuple[tuple[float, float, float], tuple[float, float, float], bool]] = {
     "raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
     "tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), False),
     "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), False),
     "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
     "lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), False),
 }
-PREPROCESSING_MODES = tuple(_MODES)
 """raw: pixels unchanged; tf: x/127.5 - 1; torch: ImageNet mean/std on x/255; caffe: RGB to BGR minus the
-ImageNet BGR mean; lite: (x - 127) / 128 (EfficientNet-Lite)."""
+ImageNet BGR mean; lite: (x - 127) / 128 (EfficientNet-Lite). One entry per `PREPROCESSING_MODES`."""
 
 
 @keras.saving.register_keras_serializable(package="automl")
 class Preprocess(keras.layers.Layer):
     """Maps float32 RGB pixels in [0, 255] to what a backbone expects: (x[, ::-1] - offset) / divisor."""
 
-    def __init__(self, mode: str, **kwargs: Any) -> None:
+    def __init__(self, mode: PreprocessingMode, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if mode not in _MODES:
-            raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(_MODES)}")
-        self.mode = mode
+            raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(PREPROCESSING_MODES)}")
+        self.mode: PreprocessingMode = mode
         offset, divisor, self._bgr = _MODES[mode]
         self._offset = keras.ops.convert_to_tensor(offset, dtype=self.compute_dtype)
         self._divisor = keras.ops.convert_to_tensor(divisor, dtype=self.compute_dtype)

@@ -31,7 +31,8 @@ from automl.engines import EngineChoice
 from automl.engines import resolve as resolve_engine
 
 if TYPE_CHECKING:
-    from automl.backbones.base import Backbone, Resize
+    from automl.backbones.base import Backbone
+    from automl.data.resize import Resize
 
 DEFAULT_BATCH_SIZE = 32
 CutGroups = dict[tuple[str, ...], list[ImageRecord]]

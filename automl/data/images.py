@@ -29,13 +29,11 @@ import math
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
-if TYPE_CHECKING:  # automl.backbones imports Keras: keep this module (and `automl data`) light
-    from automl.backbones.base import Resize
+from automl.data.resize import Resize
 
 MAX_PIXELS = 89_478_485
 """Largest image accepted (width x height): Pillow's own warning threshold, about 0.25 GB as RGB; well above

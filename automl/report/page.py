@@ -326,9 +326,9 @@ def _thumbnail(path: str, roots: Sequence[Path]) -> str | None:
     """A small inline JPEG of a photo inside `roots`, or None when it is outside them or cannot be read."""
     from PIL import Image
 
-    from automl.backbones.base import Resize
     from automl.data.files import read_bounded
     from automl.data.images import ImageError, decode_image
+    from automl.data.resize import Resize
 
     try:
         real = Path(path).resolve()

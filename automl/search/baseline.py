@@ -24,13 +24,13 @@ def train_baseline(
     recipe: Recipe, features: FeatureSet, folder: RunFolder, budget: SearchBudget, console: Console
 ) -> TrialResult:
     """Train the baseline, bounded like a trial (`trial_time`, the deadline); kept in the run folder for resumes."""
-    from automl.train import TrialResult, baseline_config, train_trial
+    from automl.train import TimeLimit, TrialResult, baseline_config, train_trial
 
     if folder.baseline.is_file():
         return TrialResult.load(folder.baseline)
     config = {**baseline_config(), "backbone": recipe.search.backbones[0], "cut": POOLED}
     data = features.trial_data(config["backbone"], POOLED)
-    result = train_trial(config, data, time_limit=budget.time_limit(recipe.budget.trial_time))
+    result = train_trial(config, data, [TimeLimit(budget.time_limit(recipe.budget.trial_time))])
     result.save(folder.baseline)
     console.print(
         f"[bold]baseline[/bold] {baseline_record(result).describe()}: val accuracy {result.best_val_accuracy:.4f}"

@@ -62,22 +62,20 @@ def automl_trial(config: dict[str, Any], features: FeatureSet, settings: TrialSe
     import ray
     from ray import tune
 
-    from automl.train import StopTrial, configure_threads, train_trial
+    from automl.train import ReportMetrics, TargetAccuracy, TimeLimit, TrialCallback, configure_threads, train_trial
 
     configure_threads(settings.cpus)
     node_id = ray.get_runtime_context().get_node_id()
     backbone, cut = config["backbone"], config["cut"]
     rest = None if cut == "all" else _trainable_rest(backbone, settings.weights, cut)
     data = features.trial_data(backbone, cut, rest)
-    target = settings.budget.target_accuracy
-
-    def report(metrics: dict[str, Any]) -> None:
-        tune.report({**metrics, "node_id": node_id, "final": False})
-        if target is not None and metrics[METRIC] >= target:
-            raise StopTrial
-
-    time_limit = settings.budget.time_limit(settings.trial_time)
-    result = train_trial(_train_config(config), data, report, time_limit=time_limit)
+    callbacks: list[TrialCallback] = [
+        ReportMetrics(lambda metrics: tune.report({**metrics, "node_id": node_id, "final": False})),
+        TimeLimit(settings.budget.time_limit(settings.trial_time)),
+    ]
+    if settings.budget.target_accuracy is not None:
+        callbacks.append(TargetAccuracy(settings.budget.target_accuracy, METRIC))
+    result = train_trial(_train_config(config), data, callbacks)
     with tempfile.TemporaryDirectory() as folder:
         result.save(Path(folder) / RESULT_FILE)
         tune.report(

@@ -24,8 +24,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from automl.backbones.base import Resize
 from automl.data.images import ImageError, decode_image, decoded_pixels
+from automl.data.resize import Resize
 from automl.errors import InputError
 from automl.exported import top_labels
 from automl.serve.batching import MicroBatcher

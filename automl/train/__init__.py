@@ -6,13 +6,17 @@ Importing this package is light: Keras and TensorFlow load when `train_trial` or
 from __future__ import annotations
 
 from automl.train.assemble import assemble
+from automl.train.callbacks import ReportMetrics, TargetAccuracy, TimeLimit, TrialCallback
 from automl.train.config import TrainConfig, baseline_config
 from automl.train.threads import configure_threads
-from automl.train.trial import StopTrial, TrialData, TrialResult, train_trial
+from automl.train.trial import TrialData, TrialResult, train_trial
 
 __all__ = [
-    "StopTrial",
+    "ReportMetrics",
+    "TargetAccuracy",
+    "TimeLimit",
     "TrainConfig",
+    "TrialCallback",
     "TrialData",
     "TrialResult",
     "assemble",

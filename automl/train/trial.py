@@ -1,34 +1,35 @@
-"""One trial: train a head (and the backbone's trainable rest) on cached activations, report every epoch.
+"""One trial: train a head (and the backbone's trainable rest) on cached activations, epoch by epoch.
 
 The loop is a custom one rather than `Model.fit`: one traced function runs a whole epoch of batches
 (a `tf.range` loop inside the graph) and another the whole validation pass, so a trial pays one
 trace and two graph calls per epoch instead of fit's per-epoch dataset and callback machinery (about
 3× faster on `all`-cut trials, where that overhead is nearly all the time: `python -m benchmarks.train_trial`).
+What happens between epochs (reporting, stopping, keeping the best epoch) is callbacks
+(`automl.train.callbacks`), called once per epoch with plain floats, outside the traced graphs.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from automl.errors import InputError
+from automl.train.callbacks import CallbackList, EpochLogs, KeepBestEpoch, StopOnDivergence, TrialCallback, TrialState
 from automl.train.config import TrainConfig
 
-Report = Callable[[dict[str, Any]], None]
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
 EVAL_BATCH = 256
 """Validation batch: large enough to make one graph step of a head, small enough for spatial activations."""
-
-
-class StopTrial(Exception):
-    """Raised by a `report` callable to end a trial cleanly; `train_trial` then returns what it has."""
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrialData:
     x_val: np.ndarray
     y_val: np.ndarray
     num_classes: int
-    rest: Any = None
+    rest: keras.Model | None = None
 
     def check(self) -> None:
         """Raise `InputError` for arrays that cannot train a classifier, naming the field."""
@@ -86,7 +87,7 @@ class TrialResult:
     best_val_accuracy: float
     best_val_top5: float
     best_epoch: int
-    history: list[dict[str, float]]
+    history: list[EpochLogs]
     seconds: float
     parameter_count: int
     stopped: bool
@@ -96,9 +97,9 @@ class TrialResult:
         """One `.npz`: the weight arrays plus the metadata as a JSON string (no pickle)."""
         path = Path(path)
         meta = {k: v for k, v in asdict(self).items() if k != "weights"}
-        arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+        arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(self.weights)}  # Any: numpy's stub of savez
         with path.open("wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # stub: ** vs allow_pickle
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # stub: ** vs allow_pickle
         return path
 
     @classmethod
@@ -110,16 +111,14 @@ class TrialResult:
         return cls(**meta, weights=weights)
 
 
-def train_trial(
-    config: dict[str, Any], data: TrialData, report: Report | None = None, *, time_limit: float | None = None
-) -> TrialResult:
-    """Train `config` on `data` for `config["epochs"]` epochs, calling `report` after each one.
+def train_trial(config: dict[str, Any], data: TrialData, callbacks: Sequence[TrialCallback] = ()) -> TrialResult:
+    """Train `config` on `data` for up to `config["epochs"]` epochs, calling `callbacks` after each one.
 
-    Returns the best epoch's validation accuracy and weights (best: highest validation accuracy, ties to the
-    lower validation loss). An exception from `report` stops the
-    trial and propagates (after Keras state is freed), except `StopTrial`, which returns the result so
-    far with `stopped=True`; `time_limit` (seconds) ends training after the epoch that passes it, and a
-    non-finite training loss (a learning rate that diverged) after the epoch that shows it.
+    Returns the best epoch's metrics and weights (`KeepBestEpoch`); training also ends after an epoch
+    whose training loss is not finite (`StopOnDivergence`), both always installed first, and after an
+    epoch in which one of `callbacks` (e.g. `ReportMetrics`, `TimeLimit`, `TargetAccuracy`) set
+    `stop_training`; `stopped` says whether it ended before its configured epochs. An exception from a
+    callback ends the trial and propagates, after Keras state is freed.
     """
     import keras
 
@@ -130,7 +129,7 @@ def train_trial(
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(settings.seed)
     try:
-        return _Trainer(settings, data).run(dict(config), report, started, time_limit)
+        return _Trainer(settings, data).run(dict(config), callbacks, started)
     finally:
         keras.backend.clear_session(free_memory=True)  # one full collection: traced graphs hold cycles
 
@@ -156,24 +155,23 @@ class _Trainer:
         self.train_epoch = tf.function(self._train_epoch)
         self.evaluate = tf.function(self._evaluate)
 
-    def run(
-        self, config: dict[str, Any], report: Report | None, started: float, time_limit: float | None
-    ) -> TrialResult:
+    def run(self, config: dict[str, Any], callbacks: Sequence[TrialCallback], started: float) -> TrialResult:
         import tensorflow as tf
 
         x_train, y_train = tf.constant(self.data.x_train, tf.float32), tf.constant(self.data.y_train, tf.int32)
         x_val, y_val = tf.constant(self.data.x_val, tf.float32), tf.constant(self.data.y_val, tf.int32)
         order = np.random.default_rng(self.config.seed)
-        history: list[dict[str, float]] = []
-        best: dict[str, float] = {"val_accuracy": -1.0, "val_loss": math.inf, "val_top5": 0.0, "epoch": 0}
-        best_weights = self.network.get_weights()
-        stopped = False
+        history: list[EpochLogs] = []
+        best = KeepBestEpoch()
+        trial = TrialState(self.network, self.config.epochs)
+        hooks = CallbackList([best, StopOnDivergence(), *callbacks], trial)
+        hooks.on_train_begin()
         for epoch in range(1, self.config.epochs + 1):
             epoch_start = time.perf_counter()
             permutation = tf.constant(order.permutation(len(self.data.x_train)).astype(np.int32))
             train_loss, train_accuracy = self.train_epoch(x_train, y_train, permutation)
             val_loss, val_accuracy, val_top5 = self.evaluate(x_val, y_val)
-            metrics = {
+            metrics: EpochLogs = {
                 "epoch": epoch,
                 "val_accuracy": float(val_accuracy),
                 "val_top5": float(val_top5),
@@ -183,34 +181,24 @@ class _Trainer:
                 "epoch_seconds": time.perf_counter() - epoch_start,
             }
             history.append(metrics)
-            if _better_epoch(metrics, best):
-                best = metrics
-                best_weights = self.network.get_weights()
-            if report is not None:
-                try:
-                    report(dict(metrics))
-                except StopTrial:
-                    stopped = True
-                    break
-            diverged = not math.isfinite(metrics["train_loss"])  # nothing more to learn: free the worker
-            if diverged or (time_limit is not None and time.perf_counter() - started >= time_limit):
-                stopped = epoch < self.config.epochs
+            hooks.on_epoch_end(epoch, metrics)
+            if trial.stop_training:
                 break
         return TrialResult(
             config=config,
             num_classes=self.data.num_classes,
             input_shape=tuple(int(d) for d in self.data.x_train.shape[1:]),
-            best_val_accuracy=best["val_accuracy"],
-            best_val_top5=best["val_top5"],
-            best_epoch=int(best["epoch"]),
+            best_val_accuracy=best.logs["val_accuracy"],
+            best_val_top5=best.logs["val_top5"],
+            best_epoch=int(best.logs["epoch"]),
             history=history,
             seconds=time.perf_counter() - started,
             parameter_count=int(sum(np.prod(v.shape) for v in self.network.trainable_variables)),
-            stopped=stopped,
-            weights=best_weights,
+            stopped=len(history) < self.config.epochs,
+            weights=best.weights,
         )
 
-    def _train_epoch(self, x, y, permutation):
+    def _train_epoch(self, x: tf.Tensor, y: tf.Tensor, permutation: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One pass over the shuffled training set in `batch_size` steps; mean loss and accuracy."""
         import tensorflow as tf
 
@@ -232,7 +220,7 @@ class _Trainer:
         total = tf.cast(count, tf.float32)
         return loss_sum / total, correct / total
 
-    def _apply(self, gradients):
+    def _apply(self, gradients: list[tf.Tensor]) -> None:
         """One optimizer step through `update_step`, the per-variable rule every Keras optimizer implements.
 
         `apply_gradients` would route through tf.distribute's merge call, which keeps every traced
@@ -247,7 +235,7 @@ class _Trainer:
             self.optimizer.update_step(gradient, variable, learning_rate)
         self.optimizer.iterations.assign_add(1)
 
-    def _evaluate(self, x, y):
+    def _evaluate(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Validation loss, top-1 and top-k accuracy over the whole set, in `EVAL_BATCH` steps."""
         import tensorflow as tf
 
@@ -265,19 +253,6 @@ class _Trainer:
         return loss_sum / total, top1 / total, top_k / total
 
 
-def _better_epoch(epoch: dict[str, float], best: dict[str, float]) -> bool:
-    """Higher validation accuracy wins; equal accuracy goes to the lower validation loss.
-
-    On a few hundred validation photos accuracy moves in steps of one photo and plateaus early, so
-    "first epoch at the highest accuracy" kept under-trained weights (often epoch 3-8 of 20). Breaking
-    the tie by loss keeps the better-fitted epoch: on animals10 Lite0/1/2 vectors (6 splits) this raised
-    mean test top-1 of the softmax head by 0.1-0.6 points and of the svm head by 0.2-0.3 points.
-    """
-    if epoch["val_accuracy"] != best["val_accuracy"]:
-        return epoch["val_accuracy"] > best["val_accuracy"]
-    return epoch["val_loss"] < best["val_loss"]
-
-
 def _freeze_long_lived_heap() -> None:
     """Hide what is alive before the first trial (TensorFlow's ~400,000 import-time objects) from the collector.
 
@@ -291,7 +266,7 @@ def _freeze_long_lived_heap() -> None:
         gc.freeze()
 
 
-def _freeze_batch_norm(model: Any) -> None:
+def _freeze_batch_norm(model: keras.Layer) -> None:
     """BatchNorm layers of the trainable rest run in inference mode with fixed statistics (Keras 3 semantics)."""
     import keras
 

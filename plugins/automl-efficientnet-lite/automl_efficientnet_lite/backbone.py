@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from automl.backbones.base import Backbone, CutAt, Resize, file_digest
+from automl.backbones.base import Backbone, CutAt, file_digest
+from automl.data.resize import Resize
 from automl.errors import InputError
 from automl_efficientnet_lite.model import CONFIGS, HALF_STAGE, HEAD_FILTERS, LiteConfig, block_input_layer
 from automl_efficientnet_lite.model import build_classifier as build_network
@@ -30,7 +31,7 @@ class EfficientNetLite(Backbone):
     def build_classifier(self, weights: str = "default") -> keras.Model:
         """Pixels in [0, 255] to the original 1000 ImageNet logits (to check the port; not for training)."""
         weights = self._checked(weights)
-        network = build_network(self._config)
+        network = build_network(self._config, *self.preprocessed_input())
         if weights != "none":
             load_converted(network, self._converted(weights))
         return network
@@ -79,7 +80,7 @@ def lite_backbone(name: str) -> EfficientNetLite:
         name=name,
         resize=Resize(size, size / (size + CROP_MARGIN), "bicubic"),
         feature_size=HEAD_FILTERS,
-        preprocessing_id=f"lite-crop{size}of{size + CROP_MARGIN}-bicubic-{size}",
+        preprocessing_mode="lite",
         description=f"EfficientNet-Lite{name[-1]} (Tan & Le 2019, no SE, ReLU6); ImageNet weights bundled offline",
         cut_at={
             "top": CutAt(block_input_layer(last.index, last), side="input"),

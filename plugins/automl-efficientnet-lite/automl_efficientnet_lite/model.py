@@ -101,25 +101,24 @@ def block_input_layer(index: int, block: Block) -> str:
     return f"block{index}_expand_conv" if block.expand != 1 else f"block{index}_dwconv"
 
 
-def build_classifier(config: LiteConfig) -> keras.Model:
-    """Float32 RGB pixels in [0, 255] to the 1000 ImageNet logits, random weights; layers named for `convert`.
+def build_classifier(config: LiteConfig, pixels: keras.KerasTensor, preprocessed: keras.KerasTensor) -> keras.Model:
+    """`pixels` to the 1000 ImageNet logits, random weights; layers named for `convert`.
 
-    Preprocessing ((x - 127) / 128) is the model's first layer; the pooled features are the output of
-    the layer `avg_pool`.
+    The network starts from `preprocessed` (the backbone's `preprocessed_input()`: the Lite's
+    preprocessing, (x - 127) / 128, as the first layer); the pooled features are the output of the
+    layer `avg_pool`.
     """
     import keras
     from keras import layers
 
-    from automl.backbones.layers import Preprocess
-
-    def conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, act: bool = True):
+    def conv_bn(
+        x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, act: bool = True
+    ) -> keras.KerasTensor:
         x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
         return layers.ReLU(max_value=6.0, name=f"{prefix}_relu6")(x) if act else x
 
-    inputs = keras.Input(shape=(config.size, config.size, 3), name="pixels")
-    x = Preprocess("lite", name="preprocess")(inputs)
-    x = conv_bn(x, STEM_FILTERS, 3, 2, "stem")
+    x = conv_bn(preprocessed, STEM_FILTERS, 3, 2, "stem")
     for block in config.blocks():
         prefix = f"block{block.index}"
         shortcut = x
@@ -136,7 +135,7 @@ def build_classifier(config: LiteConfig) -> keras.Model:
     x = conv_bn(x, HEAD_FILTERS, 1, 1, "head")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     logits = layers.Dense(IMAGENET_CLASSES, name="fc")(x)
-    return keras.Model(inputs, logits, name=config.name)
+    return keras.Model(pixels, logits, name=config.name)
 
 
 def convert(state: dict[str, np.ndarray], config: LiteConfig) -> dict[str, list[np.ndarray]]:
