@@ -23,10 +23,10 @@ from automl.recipe import load_recipe
 BACKBONE = "efficientnet_lite0"
 
 
-def write_recipe(path: Path, folder: Path, **data: object) -> Path:
+def write_recipe(path: Path, folder: Path, name: str | None = None, **data: object) -> Path:
     """A recipe on `folder` with Lite0 only and the shared cache (JSON is YAML)."""
     recipe = {
-        "name": folder.name,
+        "name": name or folder.name,
         "data": {"folder": str(folder), **data},
         "search": {"backbones": [BACKBONE]},
     }

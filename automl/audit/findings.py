@@ -20,9 +20,10 @@ import numpy as np
 from automl.audit.neighbours import (
     NEAR_DUPLICATE_COSINE,
     OUTLIER_MAD,
+    OUTLIER_NEIGHBOURS,
     centred_unit_rows,
-    class_distance,
     group_labels,
+    isolation,
     pairs_above,
 )
 from automl.data.dataset import DuplicateGroup
@@ -78,8 +79,9 @@ class Outlier:
     label: str
     split: str
     similarity: float
-    """Centred cosine to the nearest class centroid (low: far from every class)."""
+    """Centred cosine to the 5th most similar other photo (low: nothing here looks like it)."""
     nearest_class: str
+    """The class of the most similar photo."""
 
 
 @dataclass(frozen=True)
@@ -220,17 +222,17 @@ def audit_dataset(
     pairs = sorted(pairs_above(unit, threshold), key=lambda pair: -pair[2])
     near = [_near_duplicate(photos[i], photos[j], cosine, names) for i, j, cosine in pairs]
 
-    distance = class_distance(unit, labels, len(names))
+    alone = isolation(unit)
     outliers = [
         Outlier(
             str(photos[row].path),
             names[labels[row]],
             photos[row].split,
-            float(distance.similarity[row]),
-            names[int(distance.nearest_class[row])],
+            float(alone.similarity[row]),
+            names[labels[alone.nearest[row]]],
         )
-        for row in np.argsort(distance.similarity)
-        if distance.outlier[row]
+        for row in np.argsort(alone.similarity)
+        if alone.outlier[row]
     ]
     copies = [
         ExactCopy([str(path) for path in group.paths], list(group.classes))
@@ -251,7 +253,8 @@ def audit_dataset(
         thresholds={
             "near_duplicate_cosine": threshold,
             "outlier_mad": OUTLIER_MAD,
-            "outlier_similarity": round(distance.cutoff, 4),
+            "outlier_neighbours": OUTLIER_NEIGHBOURS,
+            "outlier_similarity": round(alone.cutoff, 4),
             "imbalance_ratio": IMBALANCE_RATIO,
         },
     )

@@ -12,18 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 
 NEAR_DUPLICATE_COSINE = 0.90
-"""Centred cosine above which two photos count as near-duplicates (EfficientNet-Lite0 pooled vectors).
+"""Centred cosine at or above which two photos count as near-duplicates (EfficientNet-Lite0 pooled vectors).
 
-Measured (benchmarks/RESULTS.md, "Dataset audit"): the same photo re-encoded as JPEG quality 60, resized to
-60 %, or centre-cropped to 85 %: 5th percentile of its cosine to the original 0.93-0.97; the nearest other photo
-of a DIFFERENT class (never the same picture): 99.9th percentile 0.75-0.80 on animals10, trashnet and
-natural_images. 0.90 sits between the two with room on both sides.
+Measured (benchmarks/RESULTS.md, "Dataset audit"; photos of at most 288 px): a photo's own copy re-encoded as JPEG
+quality 60 keeps a median cosine of 0.91-0.95 to it, resized to 60 % or centre-cropped to 85 % 0.84-0.89; the most
+similar photo of ANOTHER class (never the same picture) reaches at most 0.59 (animals10), 0.64 (natural_images),
+0.71 (trashnet). Looked at by eye: pairs at 0.80-0.87 include DIFFERENT people's faces (natural_images `person`)
+and different photos of a lion or spider; at 0.90 and above they are the same picture re-cropped or re-encoded,
+or frames of one rotating fruit (natural_images `fruit`). 0.85 also chains faces into groups of 100+ photos; at
+0.90 the largest group is 44 frames of one fruit. So 0.90: few false pairs, plain re-encodes found, about half of
+the heavily resized or cropped copies missed (the price of not grouping look-alikes).
 """
-OUTLIER_MAD = 4.0
-"""A photo is an outlier when its cosine to the nearest class centroid is this many robust standard deviations
-(1.4826 x median absolute deviation) below the dataset's median. A relative rule, since raw levels differ per
-backbone and dataset; measured: photos of another dataset (trashnet among animals10 and the reverse) fall below
-it at 90-100 %, the set's own photos at about 1 %."""
+OUTLIER_NEIGHBOURS = 5
+OUTLIER_MAD = 2.0
+"""A photo is an outlier when its cosine to its 5th most similar other photo lies more than 2 robust standard
+deviations (1.4826 x median absolute deviation) below the dataset's median of that cosine: nothing here looks
+like it. Relative, since the levels differ per backbone and dataset. Measured (benchmarks/RESULTS.md): 100 photos
+of another set put among a set's own flagged 96-100 % (trashnet in animals10 and natural_images, animals10 or
+natural_images in trashnet), the sets' own photos 0.2-2.5 %; at 3 SD the intruders fell to 0-21 % on three of
+four pairs. The 5th neighbour, not the 1st: a photo and its own near-copy must not vouch for each other. A
+class-centroid rule was tried first and separated worse (trashnet photos among animals10 flagged 100 % at 2 SD
+but 0 % at 3 SD, animals10 photos among trashnet 42 % at 2 SD)."""
 _BLOCK = 2048
 
 
@@ -47,20 +56,6 @@ def pairs_above(unit: np.ndarray, threshold: float) -> list[tuple[int, int, floa
     return found
 
 
-def nearest_other(unit: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the index and cosine of its most similar other row (among rows where `mask` is False)."""
-    best = np.full(len(unit), -np.inf, dtype=np.float32)
-    where = np.zeros(len(unit), dtype=np.int64)
-    for start in range(0, len(unit), _BLOCK):
-        block = unit[start : start + _BLOCK] @ unit.T
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
-        if mask is not None:
-            block[mask[start : start + _BLOCK]] = -np.inf
-        where[start : start + len(block)] = block.argmax(axis=1)
-        best[start : start + len(block)] = block.max(axis=1)
-    return where, best
-
-
 def group_labels(count: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
     """Connected components of the near-duplicate graph: one label per row (singletons have their own)."""
     from scipy.sparse import coo_matrix
@@ -74,31 +69,42 @@ def group_labels(count: int, pairs: list[tuple[int, int, float]]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ClassDistance:
-    """Each photo's cosine to its nearest class centroid, which class that is, and the outlier verdict."""
+class Isolation:
+    """Each photo's cosine to its k-th most similar other photo, its most similar photo, and the outlier verdict."""
 
     similarity: np.ndarray
-    nearest_class: np.ndarray
+    nearest: np.ndarray
     cutoff: float
     outlier: np.ndarray
 
 
-def class_distance(unit: np.ndarray, labels: np.ndarray, num_classes: int, mad: float = OUTLIER_MAD) -> ClassDistance:
-    """Centroids (mean unit vector of each class) and every photo's cosine to the nearest one; see OUTLIER_MAD.
+def knn_similarity(
+    query: np.ndarray, reference: np.ndarray, k: int, *, same: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each query row to its k-th most similar reference row, and the index of the most similar one.
 
-    A photo's own class centroid includes the photo; on classes of dozens of photos that lifts it by about
-    1/size, too little to hide a photo of nothing here.
+    `same`: query IS reference, so a row never counts as its own neighbour.
     """
-    centroids = np.zeros((num_classes, unit.shape[1]), dtype=np.float32)
-    for label in range(num_classes):
-        members = unit[labels == label]
-        if len(members):
-            mean = members.mean(axis=0)
-            centroids[label] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-    cosines = unit @ centroids.T
-    nearest = cosines.argmax(axis=1)
-    similarity = cosines.max(axis=1)
-    median = float(np.median(similarity))
-    spread = 1.4826 * float(np.median(np.abs(similarity - median)))
-    cutoff = median - mad * spread
-    return ClassDistance(similarity, nearest, cutoff, similarity < cutoff)
+    kth = np.empty(len(query), dtype=np.float32)
+    nearest = np.empty(len(query), dtype=np.int64)
+    k = min(k, len(reference) - (1 if same else 0))
+    for start in range(0, len(query), _BLOCK):
+        block = query[start : start + _BLOCK] @ reference.T
+        if same:
+            block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+        nearest[start : start + len(block)] = block.argmax(axis=1)
+        kth[start : start + len(block)] = -np.partition(-block, k - 1, axis=1)[:, k - 1]
+    return kth, nearest
+
+
+def isolation(unit: np.ndarray, k: int = OUTLIER_NEIGHBOURS, mad: float = OUTLIER_MAD) -> Isolation:
+    """Outliers by the robust rule of OUTLIER_MAD on the cosine to the k-th nearest other photo."""
+    similarity, nearest = knn_similarity(unit, unit, k, same=True)
+    cutoff = robust_cutoff(similarity, mad)
+    return Isolation(similarity, nearest, cutoff, similarity < cutoff)
+
+
+def robust_cutoff(values: np.ndarray, mad: float = OUTLIER_MAD) -> float:
+    """median - mad x 1.4826 x median absolute deviation (a standard deviation that outliers cannot inflate)."""
+    median = float(np.median(values))
+    return median - mad * 1.4826 * float(np.median(np.abs(values - median)))
