@@ -44,11 +44,10 @@ from benchmarks import results as results_md
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BACKBONE, WEIGHTS = "efficientnet_lite0", "default"
-FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def _scan(name: str, seed: int = 0, groups: dict[str, str] | None = None):  # -> Dataset
-    return scan_dataset(DATA / name, **FRACTIONS, seed=seed, groups=groups)
+    return scan_dataset(DATA / name, train=0.7, val=0.15, test=0.15, seed=seed, groups=groups)
 
 
 def _copies(records: list[ImageRecord], folder: Path) -> dict[str, list[ImageRecord]]:
@@ -100,7 +99,8 @@ def threshold_evidence(name: str, sample: int, cache: BottleneckCache) -> dict:
         for kind, records in made.items():
             y, _ = pooled_vectors(temporary, backbone, WEIGHTS, records)
             cosine = (centred_unit_rows(y, mean) * unit[chosen]).sum(axis=1)
-            raw = (centred_unit_rows(y, 0) * centred_unit_rows(x[chosen], 0)).sum(axis=1)
+            origin = np.zeros_like(mean)
+            raw = (centred_unit_rows(y, origin) * centred_unit_rows(x[chosen], origin)).sum(axis=1)
             copies[kind] = {"centred": _percentiles(cosine, (1, 5, 50)), "raw": _percentiles(raw, (1, 5, 50))}
     other = np.zeros(len(kept), dtype=np.float32)
     raw_other = np.zeros(len(kept), dtype=np.float32)
@@ -168,7 +168,7 @@ def leakage(name: str, seeds: list[int], cache: BottleneckCache) -> dict:
             pool = [r for r in dataset.records if r.split != "test" and r.sha1 in vectors]
             test = [r for r in dataset.records if r.split == "test" and r.sha1 in vectors]
             y = np.array([r.label for r in pool])
-            folds = assign_folds([dataset.group_key(r.sha1) for r in pool], y, seed=seed)
+            folds = assign_folds([dataset.group_key(r.sha1) for r in pool], y.tolist(), seed=seed)
             x_pool = np.stack([vectors[r.sha1] for r in pool])
             result = fit_logistic_cv(x_pool, y, folds, num_classes=len(dataset.classes))
             predicted = result.predict_proba(np.stack([vectors[r.sha1] for r in test])).argmax(axis=1)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from automl.audit.run import audit_run
 from automl.backbones.registry import get_backbone
 from automl.cache import BottleneckCache
 from automl.data.dataset import Dataset
@@ -143,4 +144,5 @@ def build_run(root: Path, animals10: Path) -> BuiltRun:
         "cache": {"cache_hits": stats.reused, "cache_misses": stats.computed},
     }
     (root / "summary.json").write_text(json.dumps(summary, default=str), encoding="utf-8")
+    audit_run(root)  # as the search does before its report
     return BuiltRun(root, recipe_path, cache_dir, dataset)

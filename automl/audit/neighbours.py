@@ -15,7 +15,7 @@ NEAR_DUPLICATE_COSINE = 0.90
 """Centred cosine at or above which two photos count as near-duplicates (EfficientNet-Lite0 pooled vectors).
 
 Measured (benchmarks/RESULTS.md, "Dataset audit"; photos of at most 288 px): a photo's own copy re-encoded as JPEG
-quality 60 keeps a median cosine of 0.91-0.95 to it, resized to 60 % or centre-cropped to 85 % 0.84-0.89; the most
+quality 60 keeps a median cosine of 0.90-0.95 to it, resized to 60 % or centre-cropped to 85 % 0.84-0.89; the most
 similar photo of ANOTHER class (never the same picture) reaches at most 0.59 (animals10), 0.64 (natural_images),
 0.71 (trashnet). Looked at by eye: pairs at 0.80-0.87 include DIFFERENT people's faces (natural_images `person`)
 and different photos of a lion or spider; at 0.90 and above they are the same picture re-cropped or re-encoded,

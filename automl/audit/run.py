@@ -22,10 +22,10 @@ from automl.audit.findings import Audit, Photo, audit_dataset
 from automl.audit.grouping import dataset_for_recipe, pooled_vectors
 from automl.errors import InputError
 from automl.selection.folds import DEFAULT_FOLDS, assign_folds
+from automl.selection.oof import fit_logistic_cv
 
 if TYPE_CHECKING:
     from automl.recipe import Recipe
-    from automl.selection.oof import LogisticCV
 
 AUDIT_FILE = "audit.json"
 log = logging.getLogger(__name__)
@@ -61,9 +61,8 @@ def audit_recipe(
         x, kept = pooled_vectors(cache, get_backbone(name), recipe.search.weights, dataset.records, progress=progress)
         pool = np.array([record.split != "test" for record in kept])
         labels = np.array([record.label for record in kept], dtype=np.int64)
-        keys = [dataset.group_key(record.sha1) for record in kept]
-        folds = assign_folds([key for key, inside in zip(keys, pool, strict=True) if inside], labels[pool], k=k,
-                             seed=recipe.search.seed)  # fmt: skip
+        keys = [dataset.group_key(record.sha1) for record in kept if record.split != "test"]
+        folds = assign_folds(keys, labels[pool].tolist(), k=k, seed=recipe.search.seed)
         fold_of = dict(zip(np.flatnonzero(pool).tolist(), folds.tolist(), strict=True))
         photos = [Photo(r.path, r.sha1, r.label, r.split, fold_of.get(i)) for i, r in enumerate(kept)]
         if probabilities is not None:
@@ -71,7 +70,7 @@ def audit_recipe(
             judged = int((~np.isnan(scores).any(axis=1)).sum())
             candidates.append((0.0, x, photos, scores, {"source": "given", "backbone": name, "judged": judged}))
             continue
-        result = _lr_cv(x[pool], labels[pool], folds, classes)
+        result = fit_logistic_cv(x[pool], labels[pool], folds, num_classes=classes)
         scores = np.empty((len(kept), classes))
         scores[pool] = result.oof_probabilities
         if (~pool).any():
@@ -91,12 +90,6 @@ def audit_recipe(
     audit = audit_dataset(dataset.root, dataset.classes, photos, x, scores, model=model, duplicates=dataset.duplicates)
     audit.seconds = time.perf_counter() - started
     return audit
-
-
-def _lr_cv(x: np.ndarray, y: np.ndarray, folds: np.ndarray, classes: int) -> LogisticCV:
-    from automl.selection.oof import fit_logistic_cv
-
-    return fit_logistic_cv(x, y, folds, num_classes=classes)
 
 
 def _given(probabilities: Mapping[str, Sequence[float]], records: Sequence[Any], classes: int) -> np.ndarray:

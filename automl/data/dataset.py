@@ -181,7 +181,7 @@ def scan_dataset(
     maps a sha1 to its group's representative sha1: the group then shares one split (module docstring).
     """
     root = Path(root)
-    fractions = {"train": train, "val": val, "test": test}
+    fractions: dict[Split, float] = {"train": train, "val": val, "test": test}
     if any(value <= 0 for value in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise DatasetError(f"split fractions must be positive and sum to 1, got {fractions}")
     _check_root(root)
@@ -422,7 +422,8 @@ def _duplicate_groups(scanned: list[ScannedFile]) -> tuple[list[DuplicateGroup],
     by_sha1: dict[str, list[ScannedFile]] = defaultdict(list)
     for file in scanned:
         by_sha1[file.sha1].append(file)
-    groups, conflicts = [], []
+    groups: list[DuplicateGroup] = []
+    conflicts: list[SkippedFile] = []
     for sha1, files in by_sha1.items():
         if len(files) < 2:
             continue

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from rich.console import Console
 
+from automl.audit.run import audit_run
 from automl.errors import AutomlError, InputError, RecipeError
 from automl.paths import cache_root, write_atomic
 from automl.recipe import Recipe, dump_recipe
@@ -139,6 +140,7 @@ def run_search(
         "ray": {"address": session.address, "dashboard": session.dashboard_url, "nodes": session.nodes},
     }
     _write_json(layout.summary, summary)
+    audit_run(layout.root)  # audit.json, shown by the report; never raises (automl.audit.run)
     _write_report(layout.root, console)
     return SearchOutcome(summary=summary, run_dir=layout.root)
 
