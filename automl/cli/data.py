@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -147,25 +148,31 @@ def _render_audit(report: dict[str, Any], csv_path: Path | None) -> None:
 
     console = Console()
     model, counts = report["model"], report["counts"]
+
+    def rel(path: str) -> str:
+        """Paths under the dataset folder as class/file: what fits a terminal (--json keeps them whole)."""
+        return os.path.relpath(path, report["root"])
+
     console.print(
-        f"[bold]{report['root']}[/]: {report['photos']} photos, {len(report['classes'])} classes; "
+        f"[bold]{report['root']}[/] (paths below are relative to it): {report['photos']} photos, "
+        f"{len(report['classes'])} classes; "
         f"{model['source']} on {model['backbone']} (C {model.get('c')}, OOF accuracy {model.get('oof_accuracy')}, "
         f"log-loss {model.get('oof_log_loss')}); {report['seconds']} s"
     )
     issues = Table("rank", "file", "split", "given", "suggested", "p(given)", title="Likely label errors")
     for item in report["label_issues"][:_SHOWN_FINDINGS]:
-        issues.add_row(str(item["rank"]), item["path"], item["split"], item["given"], item["suggested"],
+        issues.add_row(str(item["rank"]), rel(item["path"]), item["split"], item["given"], item["suggested"],
                        f"{item['score']:.3f}")  # fmt: skip
     console.print(issues)
     pairs = Table("cosine", "file", "near-duplicate of", "splits", "leak", title="Near-duplicates")
     leaking = sorted(report["near_duplicates"], key=lambda p: p["leak"] is None)
     for pair in leaking[:_SHOWN_FINDINGS]:
-        pairs.add_row(f"{pair['cosine']:.3f}", pair["a"], pair["b"], f"{pair['a_split']}/{pair['b_split']}",
+        pairs.add_row(f"{pair['cosine']:.3f}", rel(pair["a"]), rel(pair["b"]), f"{pair['a_split']}/{pair['b_split']}",
                       pair["leak"] or "")  # fmt: skip
     console.print(pairs)
     outliers = Table("file", "class", "nearest class", "cosine", title="Outliers (far from every class)")
     for item in report["outliers"][:_SHOWN_FINDINGS]:
-        outliers.add_row(item["path"], item["label"], item["nearest_class"], f"{item['similarity']:.3f}")
+        outliers.add_row(rel(item["path"]), item["label"], item["nearest_class"], f"{item['similarity']:.3f}")
     console.print(outliers)
     for copy in report["exact_copies"]:
         console.print(f"[red]same bytes in classes {', '.join(copy['classes'])}:[/] {' = '.join(copy['paths'])}")

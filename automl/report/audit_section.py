@@ -66,7 +66,7 @@ def _figure(path: str, caption: str) -> str:
     uri = _thumbnail(path)
     image = f'<img src="{uri}" alt="{_e(caption)}">' if uri else f"<p class=note>{_e('no longer readable')}</p>"
     return (
-        f'<figure title="{_e(path)}">{image}<figcaption>{_e(caption)}<br><code>{_e(_short(path))}</code>'
+        f'<figure title="{_e(path)}">{image}<figcaption>{_e(caption)}<br><code style="word-break: break-all">{_e(_short(path))}</code>'
         "</figcaption></figure>"
     )
 
@@ -119,7 +119,10 @@ def _outliers(outliers: list[dict[str, Any]]) -> str:
     )
     return (
         "<h3>Outliers</h3>"
-        + _note(f"{len(outliers)} photos far from every class (low cosine to the nearest class centroid)")
+        + _note(
+            f"{len(outliers)} photos that nothing here looks like (low cosine to their 5th most similar photo); "
+            "caption: class, the class of the most similar photo"
+        )
         + f'<div class="thumbs">{figures}</div>'
     )
 
