@@ -66,8 +66,8 @@ def _figure(path: str, caption: str) -> str:
     uri = _thumbnail(path)
     image = f'<img src="{uri}" alt="{_e(caption)}">' if uri else f"<p class=note>{_e('no longer readable')}</p>"
     return (
-        f'<figure title="{_e(path)}">{image}<figcaption>{_e(caption)}<br><code style="word-break: break-all">{_e(_short(path))}</code>'
-        "</figcaption></figure>"
+        f'<figure title="{_e(path)}">{image}<figcaption>{_e(caption)}<br>'
+        f'<code style="word-break: break-all">{_e(_short(path))}</code></figcaption></figure>'
     )
 
 
