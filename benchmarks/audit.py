@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from automl.audit.findings import near_duplicate_groups
-from automl.audit.grouping import pooled_vectors
+from automl.audit.grouping import near_duplicate_groups, pooled_vectors
 from automl.audit.neighbours import (
     NEAR_DUPLICATE_COSINE,
     OUTLIER_MAD,

@@ -22,7 +22,6 @@ from automl.audit.neighbours import (
     OUTLIER_MAD,
     OUTLIER_NEIGHBOURS,
     centred_unit_rows,
-    group_labels,
     isolation,
     pairs_above,
 )
@@ -258,17 +257,6 @@ def audit_dataset(
             "imbalance_ratio": IMBALANCE_RATIO,
         },
     )
-
-
-def near_duplicate_groups(sha1s: Sequence[str], features: np.ndarray, threshold: float) -> dict[str, str]:
-    """{sha1: representative sha1} for every photo in a near-duplicate group of two or more (the smallest SHA-1
-    of the group represents it: `scan_dataset(groups=...)` then puts the whole group in that photo's split)."""
-    unit = centred_unit_rows(features)
-    labels = group_labels(len(sha1s), pairs_above(unit, threshold))
-    members: dict[int, list[str]] = {}
-    for sha1, label in zip(sha1s, labels.tolist(), strict=True):
-        members.setdefault(label, []).append(sha1)
-    return {sha1: min(group) for group in members.values() if len(group) > 1 for sha1 in group}
 
 
 def _near_duplicate(a: Photo, b: Photo, cosine: float, names: list[str]) -> NearDuplicate:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from automl.audit.findings import near_duplicate_groups
-from automl.audit.neighbours import NEAR_DUPLICATE_COSINE
+from automl.audit.neighbours import NEAR_DUPLICATE_COSINE, centred_unit_rows, group_labels, pairs_above
 from automl.data.dataset import Dataset, ImageRecord
 
 if TYPE_CHECKING:
@@ -46,6 +45,17 @@ def pooled_vectors(
     kept = [record for record in records if record.path not in failed]
     x = cache.load(backbone, weights, CUT, [record.sha1 for record in kept])
     return x.reshape(len(kept), -1), kept
+
+
+def near_duplicate_groups(sha1s: Sequence[str], features: np.ndarray, threshold: float) -> dict[str, str]:
+    """{sha1: representative sha1} for every photo in a near-duplicate group of two or more (the smallest SHA-1
+    of the group represents it: `scan_dataset(groups=...)` then puts the whole group in that photo's split)."""
+    unit = centred_unit_rows(features)
+    labels = group_labels(len(sha1s), pairs_above(unit, threshold))
+    members: dict[int, list[str]] = {}
+    for sha1, label in zip(sha1s, labels.tolist(), strict=True):
+        members.setdefault(label, []).append(sha1)
+    return {sha1: min(group) for group in members.values() if len(group) > 1 for sha1 in group}
 
 
 def dataset_for_recipe(recipe: Recipe, *, cache: BottleneckCache | None = None, progress: bool = False) -> Dataset:
