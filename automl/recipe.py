@@ -114,6 +114,12 @@ class DataSection(_Section):
     imagenet_classes: list[str] = Field(
         default_factory=list, description="Classes that are ImageNet-1k classes ('internal'), for reports."
     )
+    group_near_duplicates: bool = Field(
+        False,
+        description="Keep near-duplicate photos (the same picture re-encoded, resized or cropped: cosine of their "
+        "pooled features above the audit's threshold) in one split and fold, so the test split holds no near-copy "
+        "of a training photo. Needs the pooled features of every photo (test included).",
+    )
 
     @field_validator("folder")
     @classmethod

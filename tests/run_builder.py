@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from automl.audit.run import audit_run
 from automl.backbones.registry import get_backbone
 from automl.cache import BottleneckCache
 from automl.data.dataset import Dataset
@@ -114,4 +115,5 @@ def build_run(root: Path, animals10: Path) -> BuiltRun:
         phases=phases,
         cache=CacheUse(cache_hits=stats.reused, cache_misses=stats.computed),
     ).write(folder.summary)
+    audit_run(folder.root)  # as the search does before its report
     return BuiltRun(root, recipe_path, cache_dir, dataset)

@@ -131,6 +131,27 @@ def test_the_seed_changes_the_split_and_the_same_seed_repeats_it(tmp_path: Path)
     assert moved > 10  # about half of the images change split between two independent seeds
 
 
+def test_near_duplicate_groups_share_the_split_of_their_smallest_sha1(tmp_path: Path) -> None:
+    """Groups of 2-4 images (some across classes) land whole in one split; images outside keep their hash split."""
+    root = tmp_path / "ds"
+    make_classes(root, {"a": 60, "b": 60})
+    plain = scan(root, seed=3)
+    sha1s = sorted(record.sha1 for record in plain.records)
+    rng = np.random.default_rng(0)
+    members = rng.permutation(sha1s)[:60]
+    chunks = np.array_split(members, 20)
+    groups = {sha1: min(chunk) for chunk in chunks for sha1 in chunk}
+    grouped = scan(root, seed=3, groups=groups)
+    split = {record.sha1: record.split for record in grouped.records}
+    hash_split = {record.sha1: record.split for record in plain.records}
+    for chunk in chunks:
+        assert {split[sha1] for sha1 in chunk} == {hash_split[min(chunk)]}
+    assert all(split[sha1] == hash_split[sha1] for sha1 in sha1s if sha1 not in groups)
+    assert sum(split[sha1] != hash_split[sha1] for sha1 in groups) > 5  # grouping did move images
+    assert grouped.group_key(members[0]) == groups[members[0]] and grouped.group_key("f" * 40) == "f" * 40
+    assert splits_by_path(scan(root, seed=3, groups={})) == splits_by_path(plain)
+
+
 def test_split_is_stratified_per_class(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     make_classes(root, {"big": 400, "small": 300})

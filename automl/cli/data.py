@@ -1,8 +1,10 @@
-"""`automl data check`: what a dataset folder holds, how it splits, and every file that cannot be used."""
+"""`automl data check`: what a dataset folder holds, how it splits, and every file that cannot be used;
+`automl data audit`: likely label errors, near-duplicates (leaks), outliers and imbalance of a recipe's dataset."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,87 @@ def _render(report: dict[str, Any], full: bool) -> None:
         console.print(skipped)
     for warning in report["warnings"]:
         console.print(f"[yellow]warning:[/] {safe(warning)}")
+
+
+_SHOWN_FINDINGS = 15
+
+
+@data_app.command("audit")
+def audit(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file: its data folder, split, backbones and cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print every finding as JSON."),
+    write_csv: Path | None = typer.Option(
+        None, "--write-csv", help="Also write every finding to this CSV file (one row each: a to-do list)."
+    ),
+    backbone: list[str] | None = typer.Option(
+        None, "--backbone", help="Backbone(s) to consider (default: the recipe's); the best by CV is used."
+    ),
+) -> None:
+    """Likely label errors, near-duplicates across splits/folds, outliers and class imbalance; nothing is moved.
+
+    Probabilities are out of sample: logistic regression with C by cross-validation on train+val (each photo
+    predicted by the model of the other folds; test photos by the refit), on cached pooled vectors.
+    """
+    from automl.audit.run import audit_recipe
+    from automl.recipe import load_recipe
+
+    result = audit_recipe(load_recipe(recipe), backbones=backbone or None, progress=not as_json)
+    if write_csv is not None:
+        result.write_csv(write_csv)
+    payload = result.to_json()
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        _render_audit(payload, write_csv)
+
+
+def _render_audit(report: dict[str, Any], csv_path: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    model, counts = report["model"], report["counts"]
+
+    def rel(path: str) -> str:
+        """Paths under the dataset folder as class/file: what fits a terminal (--json keeps them whole)."""
+        return os.path.relpath(path, report["root"])
+
+    console.print(
+        f"[bold]{report['root']}[/] (paths below are relative to it): {report['photos']} photos, "
+        f"{len(report['classes'])} classes; "
+        f"{model['source']} on {model['backbone']} (C {model.get('c')}, OOF accuracy {model.get('oof_accuracy')}, "
+        f"log-loss {model.get('oof_log_loss')}); {report['seconds']} s"
+    )
+    issues = Table("rank", "file", "split", "given", "suggested", "p(given)", title="Likely label errors")
+    for item in report["label_issues"][:_SHOWN_FINDINGS]:
+        issues.add_row(str(item["rank"]), rel(item["path"]), item["split"], item["given"], item["suggested"],
+                       f"{item['score']:.3f}")  # fmt: skip
+    console.print(issues)
+    pairs = Table("cosine", "file", "near-duplicate of", "splits", "leak", title="Near-duplicates")
+    leaking = sorted(report["near_duplicates"], key=lambda p: p["leak"] is None)
+    for pair in leaking[:_SHOWN_FINDINGS]:
+        pairs.add_row(f"{pair['cosine']:.3f}", rel(pair["a"]), rel(pair["b"]), f"{pair['a_split']}/{pair['b_split']}",
+                      pair["leak"] or "")  # fmt: skip
+    console.print(pairs)
+    outliers = Table("file", "class", "nearest class", "cosine", title="Outliers (far from every class)")
+    for item in report["outliers"][:_SHOWN_FINDINGS]:
+        outliers.add_row(rel(item["path"]), item["label"], item["nearest_class"], f"{item['similarity']:.3f}")
+    console.print(outliers)
+    for copy in report["exact_copies"]:
+        console.print(f"[red]same bytes in classes {', '.join(copy['classes'])}:[/] {' = '.join(copy['paths'])}")
+    ratio = report["imbalance_ratio"]
+    console.print(
+        f"label issues {counts['label_issues']}, near-duplicate pairs {counts['near_duplicates']} "
+        f"(across the test split {counts['leaks_split']}, across folds {counts['leaks_fold']}, across classes "
+        f"{counts['near_duplicates_across_classes']}), outliers {counts['outliers']}, exact copies across classes "
+        f"{counts['exact_copies_across_classes']}; largest/smallest class {ratio:.1f}"
+        + (" [yellow](imbalanced)[/]" if report["imbalanced"] else "")
+    )
+    shown = max(len(report[k]) for k in ("label_issues", "near_duplicates", "outliers"))
+    if shown > _SHOWN_FINDINGS:
+        console.print("[dim]only the first of each kind shown: --json or --write-csv lists all[/]")
+    if csv_path is not None:
+        console.print(f"every finding written to {csv_path}")
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -8,6 +8,11 @@ Split: each image gets a number u = H(seed, sha1) in [0, 1) and lands in train, 
 with the fractions, class by class. So the split depends only on the bytes and the seed: duplicates share
 a split, a new image never moves an old one, and a new seed gives a new split. Per class the split is
 stratified in expectation (the fractions hold per class, not just overall).
+Grouping (optional, `groups`): near-duplicates (the same photo re-encoded, resized or cropped; found by the
+audit, `automl.audit`) have different bytes, so the hash alone may put them in different splits and the test
+score then partly measures memory. With `groups` = {sha1: the sha1 of its group's member with the smallest
+SHA-1}, every member takes that member's u: the whole group lands in one split (and, through the same
+representative, in one fold). Without groups the split is the plain hash split.
 Guarantee: a class of at least 3 images gets at least 1 train, 1 val and 1 test image. When the hash leaves
 a split empty, the image whose u lies closest to the empty split's interval moves there, taken only from a
 split that keeps at least one image. This moves the fewest images possible and only in classes where the
@@ -32,7 +37,7 @@ import json
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +121,12 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     problem: DatasetError | None = None
     """Why the folder cannot be used (fewer than 2 usable classes); set only with `allow_unusable`."""
+    groups: dict[str, str] = field(default_factory=dict)
+    """Near-duplicate groups the split kept together: {sha1: its group's representative sha1} (module docstring)."""
+
+    def group_key(self, sha1: str) -> str:
+        """What decides an image's split, and should decide its fold: its group's representative, else itself."""
+        return self.groups.get(sha1, sha1)
 
     def split(self, name: Split) -> list[ImageRecord]:
         return [record for record in self.records if record.split == name]
@@ -128,8 +139,19 @@ class Dataset:
         return counts
 
     @classmethod
-    def from_recipe(cls, data: DataSection, *, verify: bool = True, progress: bool = False) -> Dataset:
-        """Scan the recipe's `data` folder (resolved under the data root) with its fractions and seed."""
+    def from_recipe(
+        cls,
+        data: DataSection,
+        *,
+        verify: bool = True,
+        progress: bool = False,
+        groups: Mapping[str, str] | None = None,
+    ) -> Dataset:
+        """Scan the recipe's `data` folder (resolved under the data root) with its fractions and seed.
+
+        `groups`: near-duplicate groups to keep in one split (see the module docstring); the recipe's
+        `data.group_near_duplicates` asks for them, `automl.audit.grouping.dataset_for_recipe` computes them.
+        """
         return scan_dataset(
             resolve_dataset(data.folder),
             train=data.train,
@@ -139,6 +161,7 @@ class Dataset:
             max_per_class=data.max_per_class,
             verify=verify,
             progress=progress,
+            groups=groups,
         )
 
 
@@ -154,12 +177,14 @@ def scan_dataset(
     progress: bool = False,
     use_index: bool = True,
     allow_unusable: bool = False,
+    groups: Mapping[str, str] | None = None,
 ) -> Dataset:
     """Scan `root/<class>/<file>`; raise `DatasetError` when the folder cannot be used at all.
 
     `verify` decodes each new file once (see the module docstring); `use_index=False` ignores the scan
     index and re-reads every file; `allow_unusable` returns a folder with fewer than 2 usable classes with
-    `problem` set instead of raising, so that `automl data check` can still list what it found.
+    `problem` set instead of raising, so that `automl data check` can still list what it found. `groups`
+    maps a sha1 to its group's representative sha1: the group then shares one split (module docstring).
     """
     root = Path(root)
     fractions: dict[Split, float] = {"train": train, "val": val, "test": test}
@@ -198,13 +223,13 @@ def scan_dataset(
         files = unique[name]
         if max_per_class is not None and len(files) > max_per_class:
             files = sorted(files, key=lambda f: unit_hash(seed, f.sha1, "cap"))[:max_per_class]
-        splits, warning = _split_class(name, [f.sha1 for f in files], fractions, seed)
+        splits, warning = _split_class(name, [f.sha1 for f in files], fractions, seed, groups or {})
         if warning:
             warnings.append(warning)
         records.extend(ImageRecord(f.path, f.sha1, label, splits[f.sha1]) for f in files)
     records.sort(key=lambda r: (r.label, str(r.path)))
     skipped.sort(key=lambda s: str(s.path))
-    return Dataset(root, classes, records, scanned, skipped, duplicates, warnings, problem)
+    return Dataset(root, classes, records, scanned, skipped, duplicates, warnings, problem, dict(groups or {}))
 
 
 def _usable_classes(
@@ -469,7 +494,7 @@ def unit_hash(seed: int, sha1: str, purpose: str = "split") -> float:
 
 
 def _split_class(
-    name: str, sha1s: list[str], fractions: dict[Split, float], seed: int
+    name: str, sha1s: list[str], fractions: dict[Split, float], seed: int, groups: Mapping[str, str]
 ) -> tuple[dict[str, Split], str | None]:
     """Each image's split by its hash, then the one-image-per-split guarantee (see the module docstring)."""
     if len(sha1s) < MIN_IMAGES_FOR_SPLIT:
@@ -484,7 +509,7 @@ def _split_class(
         "val": (fractions["train"], fractions["train"] + fractions["val"]),
         "test": (fractions["train"] + fractions["val"], 1.0),
     }
-    position = {sha1: unit_hash(seed, sha1) for sha1 in sha1s}
+    position = {sha1: unit_hash(seed, groups.get(sha1, sha1)) for sha1 in sha1s}
     splits: dict[str, Split] = {
         sha1: "train" if u < bounds["val"][0] else "val" if u < bounds["test"][0] else "test"
         for sha1, u in position.items()

@@ -421,6 +421,12 @@ def machine_section(run: Run) -> str:
     return _note(where) + _table(("what", "value"), rows)
 
 
+def audit_section(run: Run) -> str:
+    from automl.report.audit_section import render_audit  # imports this module's helpers: import it late
+
+    return render_audit(run)
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
     ("summary", "Summary", summary_section),
     ("leaderboard", "Leaderboard", leaderboard_section),
@@ -431,6 +437,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
     ("classes", "Per-class accuracy (test)", classes_section),
     ("confusion", "Confusion matrix (test)", confusion_section),
     ("misclassified", "Misclassified test photos", misclassified_section),
+    ("audit", "Dataset audit", audit_section),
     ("runtimes", "Exported runtimes", runtimes_section),
     ("phases", "Phase timings", phases_section),
     ("machine", "Machine", machine_section),

@@ -4,7 +4,7 @@
 recipe.yaml            the recipe, written first: a folder holding it is a run
 summary.json           the search's summary (`automl.runs.records.Summary`), written last: the run is finished
 trials.parquet         every trial and the baseline (`automl.runs.trials.TrialTable`)
-labels.json  metrics.json (`TestMetrics`)  report.html
+labels.json  metrics.json (`TestMetrics`)  audit.json (`automl.audit`)  report.html
 model/                 the exported model (automl.exported)
 baseline.npz           the default configuration's TrialResult (reused on resume)
 optuna.log             the Optuna study the sampler uses (JournalStorage: `optuna-dashboard optuna.log`)
@@ -36,6 +36,7 @@ BASELINE_FILE = "baseline.npz"
 TUNE_DIR = "tune"
 EXPERIMENT = "search"
 RESULT_FILE = "trial_result.npz"
+AUDIT_FILE = "audit.json"
 STUDY_FILE = "optuna.log"
 TRACKING_FILE = "mlflow.json"
 """The `TrialResult` inside each finished trial's checkpoint."""
@@ -96,6 +97,10 @@ class RunFolder:
     @property
     def baseline(self) -> Path:
         return self.root / BASELINE_FILE
+
+    @property
+    def audit(self) -> Path:
+        return self.root / AUDIT_FILE
 
     @property
     def study(self) -> Path:

@@ -8,7 +8,7 @@
 6. the trials on Ray Tune (`automl.search.tuner`), watched by the progress line (`automl.search.progress`)
 7. the trials table (`automl.search.tune_state` → `automl.runs.TrialTable`) and the best trial
 8. the best model exported and tested (`automl.search.export`)
-9. summary.json (`automl.runs.Summary`) and report.html
+9. summary.json (`automl.runs.Summary`), the dataset audit (`automl.audit`) and report.html
 
 The budgets (time, trials, target accuracy) are `automl.search.budget`'s. The best model: among
 finished trials and the baseline, the highest validation accuracy, ties to the faster
@@ -76,6 +76,7 @@ def run_search(
     console: Console | None = None,
 ) -> SearchOutcome:
     """Run the recipe's search (or resume the one in `resume`) and export its best model."""
+    from automl.audit.run import audit_run
     from automl.search.baseline import baseline_record, train_baseline
     from automl.search.export import export_best
 
@@ -127,6 +128,7 @@ def run_search(
         machine=describe_machine(),
     )
     summary.write(folder.summary)
+    audit_run(folder.root)  # audit.json, shown by the report; never raises (automl.audit.run)
     _write_report(folder, console)
     if tracking is not None:  # results and files on the MLflow parent run
         tracking.finish(folder.root, summary.model_dump(mode="json"))
