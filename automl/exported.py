@@ -68,7 +68,8 @@ def top_labels(scores: np.ndarray, labels: Sequence[str], top: int) -> list[dict
 
 def _register_custom_layers() -> None:
     """Import the backbones (core and plugins) so their registered preprocessing layers deserialize."""
-    import automl.backbones.layers  # noqa: F401  (registers automl>Preprocess)
+    import automl.backbones.layers  # registers automl>Preprocess
+    import automl.export.layers  # noqa: F401  (registers automl>Temperature, CropResize, WeightedAverage)
     from automl.backbones.registry import load_backbones
 
     load_backbones()
