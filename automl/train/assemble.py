@@ -47,7 +47,9 @@ def assemble(
     frozen.trainable = False
     network = trained_network(backbone, model, cut, trained)
     pixels = keras.Input(shape=(backbone.input_size, backbone.input_size, 3), name="pixels")
-    scores = Temperature(temperature, name="temperature")(network(frozen(pixels)[cut]))
+    scores = network(frozen(pixels)[cut])
+    if temperature != 1.0:  # without one the graph stays what older loaders (only automl>Preprocess) read
+        scores = Temperature(temperature, name="temperature")(scores)
     probabilities = keras.layers.Activation("softmax", name="probabilities")(scores)
     head = TrainConfig.from_dict(trained.config).head
     return keras.Model(pixels, probabilities, name=f"{backbone.name}_{cut}_{head}")
