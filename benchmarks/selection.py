@@ -135,6 +135,7 @@ def one_seed(vectors: Vectors, backbones: tuple[str, ...], seed: int, classes: i
             "weights": {b: float(w) for b, w in zip(backbones, selection.weights, strict=True) if w > 0},
             "oof_log_loss": selection.log_loss,
             "oof_difference": [comparison.difference, comparison.low, comparison.high],
+            "share_not_better": comparison.share_not_better,
             "kept": kept,
             "test": ensemble_test,
         },
@@ -158,8 +159,8 @@ def summarise(name: str, rows: list[dict]) -> str:
         f"{rows[0]['seed']}-{rows[-1]['seed']}",
         "",
         "| seed | LR-CV backbone | LR-CV top-1 | LR-CV log-loss | LR-CV ECE | calibrated ECE | ensemble weights |"
-        " OOF Δ log-loss (95 %) | kept | exported top-1 | exported log-loss | exported ECE |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " OOF Δ log-loss (95 %) | resamples not better | kept | exported top-1 | exported log-loss | exported ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         e = r["ensemble"]
@@ -168,7 +169,8 @@ def summarise(name: str, rows: list[dict]) -> str:
         lines.append(
             f"| {r['seed']} | {r['lr_cv']['backbone'].removeprefix('efficientnet_')} | {r['lr_cv']['top1']:.4f} |"
             f" {r['lr_cv']['log_loss']:.4f} | {r['lr_cv']['ece']:.4f} | {r['lr_cv_calibrated']['ece']:.4f} |"
-            f" {weights} | {d:+.4f} ({lo:+.4f}, {hi:+.4f}) | {'yes' if e['kept'] else 'no'} |"
+            f" {weights} | {d:+.4f} ({lo:+.4f}, {hi:+.4f}) | {e['share_not_better']:.3f} |"
+            f" {'yes' if e['kept'] else 'no'} |"
             f" {r['exported']['top1']:.4f} | {r['exported']['log_loss']:.4f} | {r['exported']['ece']:.4f} |"
         )
     lines += [

@@ -27,7 +27,9 @@ def test_selection_beats_every_single_model_on_independent_errors():
     assert selection.weights.sum() == pytest.approx(1.0) and len(selection.members) == 3
     assert selection.log_loss == pytest.approx(photo_losses(blend(candidates, selection.weights), y).mean())
     assert selection.log_loss == min(selection.trajectory)
-    assert compare_to_best_single(candidates, y, selection).ensemble_wins
+    comparison = compare_to_best_single(candidates, y, selection)
+    assert comparison.ensemble_wins and comparison.wins_at(0.01) and comparison.share_not_better == 0.0
+    assert comparison.low < comparison.difference < comparison.high < 0
 
 
 def test_a_confidently_wrong_candidate_gets_no_weight_and_a_copy_adds_nothing():
@@ -37,7 +39,7 @@ def test_a_confidently_wrong_candidate_gets_no_weight_and_a_copy_adds_nothing():
     selection = greedy_selection([candidates[0], wrong, candidates[0]], y, rounds=10)
     assert selection.members == [0] and selection.weights[0] == 1.0
     comparison = compare_to_best_single([candidates[0], wrong], y, greedy_selection([candidates[0], wrong], y))
-    assert comparison.difference == 0.0 and not comparison.ensemble_wins
+    assert comparison.difference == 0.0 and not comparison.ensemble_wins and not comparison.wins_at(0.5)
 
 
 def test_member_cap_is_kept():

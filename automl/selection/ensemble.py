@@ -47,11 +47,17 @@ class Comparison:
     difference: float
     low: float
     high: float
+    share_not_better: float
+    """Share of bootstrap resamples where the ensemble's log-loss is not lower: a one-sided p-value."""
 
     @property
     def ensemble_wins(self) -> bool:
-        """The whole 95 % interval lies below zero."""
+        """The whole 95 % interval lies below zero (one-sided: at most 2.5 % of resamples not better)."""
         return self.high < 0.0
+
+    def wins_at(self, alpha: float) -> bool:
+        """At most `alpha` of the resamples are not better: a one-sided test at level `alpha`."""
+        return self.share_not_better <= alpha
 
 
 def _stack(probabilities: Sequence[np.ndarray], y_true: np.ndarray) -> np.ndarray:
@@ -136,4 +142,10 @@ def compare_to_best_single(
     resampled = rng.integers(0, len(y), size=(samples, len(y)))
     means = difference[resampled].mean(axis=1)
     low, high = np.quantile(means, [0.025, 0.975])
-    return Comparison(best_single=best, difference=float(difference.mean()), low=float(low), high=float(high))
+    return Comparison(
+        best_single=best,
+        difference=float(difference.mean()),
+        low=float(low),
+        high=float(high),
+        share_not_better=float((means >= 0).mean()),
+    )
