@@ -234,7 +234,8 @@ def _declared_parameters(archive: zipfile.ZipFile, weights: zipfile.ZipInfo) -> 
 
 def _register_custom_layers() -> None:
     """Import the backbones (core and plugins) so their registered preprocessing layers deserialize."""
-    import automl.backbones.layers  # noqa: F401  (registers automl>Preprocess)
+    import automl.backbones.layers  # registers automl>Preprocess
+    import automl.export.layers  # noqa: F401  (registers automl>Temperature, CropResize, WeightedAverage)
     from automl.backbones.registry import load_backbones
 
     load_backbones()

@@ -20,6 +20,10 @@ from automl.errors import InputError
 
 HISTOGRAM_EDGES = tuple(range(0, 101, 10))
 """Bin edges, in percent, of the per-class accuracy histogram; the last bin includes 100 %."""
+CALIBRATION_BINS = 15
+"""Equal-width confidence bins of the expected calibration error, as Guo et al. (2017) used."""
+PROBABILITY_FLOOR = 1e-15
+"""Probabilities are clipped here before the log of the log-loss, as scikit-learn does: one 0 is not infinite."""
 
 
 def top_k_hits(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> np.ndarray:
@@ -76,6 +80,43 @@ def most_confused_pairs(matrix: np.ndarray, labels: Sequence[str], limit: int = 
     ]
 
 
+def log_loss(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (natural log): the proper score selection ranks by."""
+    picked = probabilities[np.arange(len(y_true)), y_true]
+    return float(-np.log(np.clip(picked, PROBABILITY_FLOOR, 1.0)).mean())
+
+
+def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """The reliability diagram's data: per equal-width bin of top-1 confidence, its mean confidence, accuracy, count.
+
+    Bin i holds confidences in (i/bins, (i+1)/bins] (the first also holds 0). Empty bins are kept with
+    null confidence and accuracy, so the list always has `bins` entries in order.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        rows.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "confidence": float(confidence[members].mean()) if count else None,
+                "accuracy": float(correct[members].mean()) if count else None,
+                "count": count,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(bins: Sequence[dict]) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over the reliability bins (0 is perfect)."""
+    total = sum(row["count"] for row in bins)
+    return float(sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in bins if row["count"]) / total)
+
+
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Element-wise ratio with 0 where the denominator is 0 (a class never predicted has precision 0)."""
     out = np.zeros_like(numerator, dtype=np.float64)
@@ -114,7 +155,9 @@ def classification_metrics(
     `y_true` holds class indices into `labels`; `probabilities` is (N, len(labels)). Classes with no
     sample are kept in the matrix and the per-class table (support 0) but left out of the averages and
     the histogram, whose counts therefore sum to the number of classes present. `internal_classes`
-    names the ImageNet-1k classes; with none given, `internal` and `external` are null.
+    names the ImageNet-1k classes; with none given, `internal` and `external` are null. `log_loss` and
+    `calibration` (ECE over 15 confidence bins, and the bins: the reliability diagram) say whether the
+    scores can be read as probabilities.
     """
     y = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probabilities, dtype=np.float64)
@@ -130,6 +173,7 @@ def classification_metrics(
         raise InputError(f"internal (ImageNet-1k) classes not among the labels: {', '.join(unknown)}")
 
     predicted = probs.argmax(axis=1)
+    reliability = reliability_bins(y, probs)
     hits1 = predicted == y
     hits5 = top_k_hits(y, probs, top_k)
     matrix = confusion_matrix(y, predicted, n_classes)
@@ -182,4 +226,6 @@ def classification_metrics(
         "histogram": {"edges": list(HISTOGRAM_EDGES), "counts": accuracy_histogram(recall[present])},
         "confused_pairs": most_confused_pairs(matrix, labels, confused_limit),
         **groups,
+        "log_loss": log_loss(y, probs),
+        "calibration": {"ece": expected_calibration_error(reliability), "bins": reliability},
     }

@@ -17,8 +17,9 @@ import pytest
 from conftest import DATASETS
 from typer.testing import CliRunner
 
-from automl.audit.run import AUDIT_FILE, audit_recipe, audit_run
+from automl.audit.run import audit_recipe, audit_run
 from automl.recipe import load_recipe
+from automl.runs import RunFolder
 
 BACKBONE = "efficientnet_lite0"
 
@@ -96,7 +97,7 @@ def test_audit_run_writes_audit_json_and_never_fails_the_run(tmp_path: Path) -> 
     broken.mkdir()
     (broken / "recipe.yaml").write_text("name: x\ndata: {folder: /nonexistent/photos}\n", encoding="utf-8")
     written = json.loads(audit_run(broken).read_text(encoding="utf-8"))
-    assert "nonexistent" in written["error"] and (broken / AUDIT_FILE).is_file()
+    assert "nonexistent" in written["error"] and RunFolder(broken).audit.is_file()
 
 
 def test_given_probabilities_are_used_as_they_are(tmp_path: Path) -> None:

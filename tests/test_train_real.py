@@ -110,6 +110,17 @@ def test_assembled_svm_scores_are_the_softmax_of_its_margins(photos: Photos, bac
     _assembled_probabilities(photos, backbone, "all", "svm")
 
 
+def test_assembled_svm_with_a_temperature_gives_softmax_of_margins_over_it(photos: Photos, backbone) -> None:
+    """The calibrated export: softmax(margins / T), same ranking as the margins, T baked into the model."""
+    result = train_trial({**baseline_config(), "head": "svm", "epochs": 5}, photos.trial_data("all"))
+    assembled = assemble(backbone, WEIGHTS, "all", result, photos.classes, temperature=0.25)
+    assert assembled.get_layer("temperature").temperature == 0.25
+    probabilities = assembled.predict(photos.pixels["val"], batch_size=32, verbose=0)
+    sharpened = np.log(_trained_scores(result, photos.activations["val"]["all"], None)) / 0.25
+    expected = np.exp(sharpened - sharpened.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(axis=1, keepdims=True), atol=1e-4)
+
+
 @pytest.mark.slow
 def test_assembled_top_cut_model_reproduces_the_trial_and_loads_in_safe_mode(
     photos: Photos, backbone, tmp_path: Path

@@ -117,3 +117,25 @@ def confusion_plot(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> st
     axes.set(xlabel="predicted", ylabel="true")
     figure.colorbar(image, ax=axes, label="share of the true class", shrink=0.8)
     return data_uri(figure)
+
+
+def reliability_plot(bins: Sequence[dict]) -> str:
+    """The reliability diagram: accuracy against mean confidence per bin (`metrics.reliability_bins`).
+
+    Bars on the diagonal are calibrated; below it the model is overconfident. Bar areas are not counts,
+    so the photos per bin are written above each bar: a bin of three photos says little.
+    """
+    figure = new_figure(width=4.6, height=3.8)
+    axes = figure.add_subplot()
+    filled = [row for row in bins if row["count"]]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    centres = [(row["low"] + row["high"]) / 2 for row in filled]
+    axes.bar(centres, [row["accuracy"] for row in filled], width=width * 0.9, color="#2b6cb0", label="accuracy")
+    axes.scatter(centres, [row["confidence"] for row in filled], color="#dd6b20", s=14, zorder=3, label="confidence")
+    for centre, row in zip(centres, filled, strict=True):
+        axes.text(centre, min(row["accuracy"] + 0.02, 1.02), str(row["count"]), ha="center", fontsize=6)
+    axes.plot([0, 1], [0, 1], color="#718096", linestyle="--", linewidth=1)
+    axes.set(xlabel="confidence (top-1 probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.06))
+    axes.legend(loc="upper left", fontsize="small")
+    axes.grid(alpha=0.3)
+    return data_uri(figure)
