@@ -21,15 +21,22 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from automl.search.leaderboard import read_trials
 
 from automl.monitoring.optuna_study import study_path
+from automl.runs import RunFolder
+from automl.search import tune_state
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 6
 STATES = {"complete": "Complete", "pruned": "Pruned", "failed": "Fail"}
+
+
+def read_trials(run_dir: Path) -> pd.DataFrame:
+    """The run's trials as one table (the typed records flattened), for comparisons with the study."""
+    return tune_state.read_trials(RunFolder(Path(run_dir))).to_frame()
 
 
 @dataclass

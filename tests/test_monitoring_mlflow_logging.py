@@ -8,14 +8,15 @@ import pytest
 from rich.console import Console
 
 from automl.errors import AutomlError
-from automl.monitoring.mlflow_logging import TRACKING_FILE, Tracking, start_tracking
+from automl.monitoring.mlflow_logging import Tracking, start_tracking
+from automl.runs import RunFolder
 
 
 def test_without_a_tracking_uri_nothing_is_logged_or_written(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     console = Console(record=True, width=200)
     assert start_tracking(tmp_path, "animals10", {"data": {"folder": "x"}}, console) is None
-    assert console.export_text() == "" and not (tmp_path / TRACKING_FILE).exists()
+    assert console.export_text() == "" and not RunFolder(tmp_path).tracking.exists()
     assert Tracking.of_run(tmp_path) is None
 
 
@@ -37,4 +38,4 @@ def test_a_store_mlflow_refuses_is_a_clear_error_naming_the_variable(tmp_path, m
     with pytest.raises(AutomlError) as refused:
         start_tracking(tmp_path, "animals10", {}, Console(record=True))
     assert "MLFLOW_TRACKING_URI=file:" in str(refused.value) and "sqlite:///mlflow.db" in refused.value.hint
-    assert not (tmp_path / TRACKING_FILE).exists()
+    assert not RunFolder(tmp_path).tracking.exists()

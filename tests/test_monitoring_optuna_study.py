@@ -11,24 +11,33 @@ import signal
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
-from automl.search.leaderboard import collect_trials
-from automl.search.runner import SearchBudget, run_trials
 from optuna.trial import TrialState
 from tune_helpers import run_tune, tune_recipe
 
 from automl.monitoring.optuna_study import journal_storage, study_path
+from automl.runs import RunFolder
+from automl.search import tune_state
+from automl.search.budget import SearchBudget
 from automl.search.features import FeatureSet
 from automl.search.space import build_space
+from automl.search.tuner import run_trials
 
 pytestmark = pytest.mark.slow
 
 CLASSES = 4
 WIDTH = 32
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+
+
+def collect_trials(run_dir: Path) -> pd.DataFrame:
+    """The run's trials as one table (the typed records flattened), for comparisons with the study."""
+    return tune_state.collect_trials(RunFolder(Path(run_dir))).to_frame()
 
 
 def _features(rows: int, noise: float) -> FeatureSet:

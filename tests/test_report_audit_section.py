@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DATASETS
 from test_audit_run import write_recipe
-from test_report import browser  # noqa: F401 (the headless Chromium fixture)
+from test_report_page import browser  # noqa: F401 (the headless Chromium fixture)
 
 from automl.audit.run import audit_run
 from automl.report import write_report

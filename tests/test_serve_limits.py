@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from test_serve import LoopbackServer, assert_refused, post
+from test_serve_app import LoopbackServer, assert_refused, post
 from tiny_model import save_tiny_model
 
 from automl.data.resize import Resize
