@@ -181,6 +181,13 @@ class SearchSection(_Section):
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, random or grid.")
     scheduler: Scheduler = Field("asha", description="Tune scheduler stopping poor trials early.")
     seed: Seed = 0
+    folds: int = Field(
+        5, ge=2, le=20, description="Cross-validation folds of train + val: every candidate is judged out of fold."
+    )
+    ensemble: bool = Field(True, description="Allow a weighted ensemble when it beats the best single model.")
+    ensemble_max_members: int = Field(
+        3, ge=1, le=10, description="Most distinct models in an ensemble (each costs its backbone's inference)."
+    )
 
     @field_validator("learning_rate", "epsilon", "svm_c")
     @classmethod

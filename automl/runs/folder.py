@@ -63,8 +63,11 @@ class RunFolder:
         return self.recipe.is_file()
 
     def is_finished(self) -> bool:
-        """The search ended and exported its model: summary.json is written last."""
-        return self.summary.is_file()
+        """The search ended and exported its final model: summary.json is written last, and says
+        `provisional` while a running search keeps its best model so far in the folder."""
+        from automl.runs.records import Summary
+
+        return self.summary.is_file() and not Summary.read(self.summary).provisional
 
     @property
     def recipe(self) -> Path:

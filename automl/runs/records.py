@@ -87,6 +87,47 @@ class RayCluster(_Record):
     nodes: int = 1
 
 
+class SelectionMember(_Record):
+    name: str
+    backbone: str
+    cut: str
+    weight: float
+    temperature: float
+
+
+class CandidateScore(_Record):
+    name: str
+    oof_accuracy: float
+    oof_log_loss: float
+    temperature: float
+    seconds: float | None = None
+
+
+class CrossValidation(_Record):
+    """The chosen model's cross-validated estimate: out-of-fold accuracy with its 95 % interval."""
+
+    folds: int
+    n: int
+    accuracy: float
+    accuracy_ci95: tuple[float, float]
+    log_loss: float
+    ece: float
+
+
+class SelectionSummary(_Record):
+    """How the exported model was chosen (`automl.search.selection`): candidates, members, the ensemble's test."""
+
+    chosen: str
+    ensemble: bool
+    members: list[SelectionMember] = Field(default_factory=list)
+    candidates: list[CandidateScore] = Field(default_factory=list)
+    cv: CrossValidation | None = None
+    ensemble_gain: float | None = None
+    """OOF log-loss of the greedy ensemble minus the best single's (negative: the ensemble is better)."""
+    ensemble_p: float | None = None
+    """Share of bootstrap resamples where the ensemble is not better (one-sided p)."""
+
+
 class Summary(_Record):
     """summary.json, also what `automl search --json` prints (README: "The summary")."""
 
@@ -106,6 +147,9 @@ class Summary(_Record):
     ray: RayCluster | None = None
     machine: dict[str, JsonValue] | None = None
     """`automl.machine.describe()` of the machine that ran the search, when recorded."""
+    selection: SelectionSummary | None = None
+    provisional: bool = False
+    """True while the search runs: the model in the run folder is the best so far, not the final one."""
 
 
 class TestMetrics(_Record):

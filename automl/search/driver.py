@@ -4,15 +4,17 @@
 2. the data, backbones and search space (`_prepare`)
 3. Ray: local, or a cluster (`automl.search.cluster`)
 4. the features every trial reads, from the bottleneck cache (`automl.search.features`)
-5. the baseline (`automl.search.baseline`)
-6. the trials on Ray Tune (`automl.search.tuner`), watched by the progress line (`automl.search.progress`)
-7. the trials table (`automl.search.tune_state` → `automl.runs.TrialTable`) and the best trial
-8. the best model exported and tested (`automl.search.export`)
-9. summary.json (`automl.runs.Summary`), the dataset audit (`automl.audit`) and report.html
+5. LR-CV on each backbone over the development pool (train + val, `search.folds` folds), and a
+   provisional model exported from it (`automl.search.selection`): from here on the run folder holds a model
+6. the baseline (`automl.search.baseline`)
+7. the trials on Ray Tune (`automl.search.tuner`), watched by the progress line (`automl.search.progress`)
+8. the trials table (`automl.search.tune_state` → `automl.runs.TrialTable`)
+9. selection: Tune's best trials of each head cross-validated beside LR-CV, calibrated, the best single
+   or the greedy ensemble (`automl.search.selection`)
+10. the chosen model exported and tested (`automl.search.export`)
+11. summary.json (`automl.runs.Summary`), the dataset audit (`automl.audit`) and report.html
 
-The budgets (time, trials, target accuracy) are `automl.search.budget`'s. The best model: among
-finished trials and the baseline, the highest validation accuracy, ties to the faster
-(`TrialTable.best`).
+The budgets (time, trials, target accuracy) are `automl.search.budget`'s.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from rich.console import Console
 
-from automl.errors import AutomlError, InputError
+from automl.dimensions import Value
+from automl.errors import InputError
 from automl.machine import describe as describe_machine
 from automl.paths import cache_root
 from automl.recipe import Recipe, dump_recipe
@@ -35,6 +39,11 @@ from automl.runs.folder import RunFolder
 from automl.runs.records import BaselineResult, BestTrial, RayCluster, Summary
 from automl.runs.trials import TrialRecord, TrialTable
 from automl.search.budget import SearchBudget, trial_count
+from automl.search.export import export_choice
+from automl.search.selection import selection_summary
+
+FINALIST_SHARE = 0.4
+"""Share of the final reserve the cross-validation of Tune's finalists may use (the rest: export, test, report)."""
 
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
     from automl.monitoring.mlflow_logging import Tracking
     from automl.search.cluster import RaySession
     from automl.search.features import FeatureReport, FeatureSet
+    from automl.search.selection import Candidate, Choice
     from automl.search.space import SearchSpace
 
 
@@ -51,6 +61,15 @@ class SearchOutcome:
 
     summary: Summary
     run_dir: Path
+
+
+@dataclass(frozen=True)
+class Development:
+    """The development pool's labels (train then val rows) and its cross-validation folds."""
+
+    y: np.ndarray
+    folds: np.ndarray
+    k: int
 
 
 @dataclass
@@ -78,7 +97,6 @@ def run_search(
     """Run the recipe's search (or resume the one in `resume`) and export its best model."""
     from automl.audit.run import audit_run
     from automl.search.baseline import baseline_record, train_baseline
-    from automl.search.export import export_best
 
     started = time.time()
     console = console or Console(stderr=True)
@@ -92,6 +110,11 @@ def run_search(
     tracking = _watch(recipe, folder, console)
     features, feature_report = _features(recipe, dataset, backbones, space, console)
     phases.seconds["features"] = round(feature_report.seconds, 2)
+    with phases.measure("lr_cv"):
+        development = _development_pool(recipe, features)
+        candidates = _lr_cv(development, features, console)
+    with phases.measure("provisional_export"):
+        _export_provisional(recipe, dataset, backbones, development, candidates, folder, console)
     budget.ensure_time_for_trials(feature_report.seconds)
     with phases.measure("baseline"):
         baseline = train_baseline(recipe, features, folder, budget, console)
@@ -101,9 +124,13 @@ def run_search(
     stop_reason = budget.stop_reason(counts, trial_count(recipe, space), recipe.budget.trials)
     trials = trials.plus(baseline_record(baseline)).ranked()
     trials.write(folder.trials)
-    best = _best(trials)
+    with phases.measure("selection"):
+        candidates += _finalists(trials, development, features, budget, console)
+        choice = _choose(recipe, development, candidates, console)
     with phases.measure("export_and_test"):
-        exported = export_best(recipe, dataset, backbones, best, baseline, folder)
+        metrics = export_choice(recipe, dataset, backbones, choice, folder)
+    assert metrics is not None
+    estimate = choice.estimate()
     summary = Summary(
         run_dir=str(folder.root),
         recipe=recipe.name,
@@ -112,12 +139,12 @@ def run_search(
         budget_seconds=budget.seconds if math.isfinite(budget.seconds) else None,
         trials=counts,
         best=BestTrial(
-            trial=best.name,
-            config=exported.config,
-            val_accuracy=best.val_accuracy,
-            test_top1=exported.metrics.top1,
-            test_top1_ci95=exported.metrics.top1_ci95,
-            test_top5=exported.metrics.top5,
+            trial=choice.name,
+            config=_config_of(choice),
+            val_accuracy=estimate["accuracy"],
+            test_top1=metrics.top1,
+            test_top1_ci95=metrics.top1_ci95,
+            test_top5=metrics.top5,
         ),
         baseline=BaselineResult(config=baseline.config, val_accuracy=baseline.best_val_accuracy),
         feature_seconds=round(feature_report.seconds, 2),
@@ -126,6 +153,7 @@ def run_search(
         model=str(folder.model),
         ray=RayCluster(address=session.address, dashboard=session.dashboard_url, nodes=session.nodes),
         machine=describe_machine(),
+        selection=selection_summary(choice),
     )
     summary.write(folder.summary)
     audit_run(folder.root)  # audit.json, shown by the report; never raises (automl.audit.run)
@@ -257,13 +285,121 @@ def _trials(
     return collect_trials(folder)
 
 
-def _best(trials: TrialTable) -> TrialRecord:
-    """The trial to export; every trial failing is an error naming the first failure."""
-    best = trials.best()
-    counts = trials.counts()
-    if best is None or (counts.complete == 0 and counts.failed):
-        raise AutomlError(f"all {counts.failed} trials failed; the first error: {trials.first_error()}")
-    return best
+def _development_pool(recipe: Recipe, features: FeatureSet) -> Development:
+    """Train + val as one pool, its labels and its cross-validation folds (a function of each photo's SHA-1)."""
+    from automl.selection.folds import assign_folds
+
+    first = next(iter(features.backbones()))
+    _, y, sha1s = features.pool(first)
+    folds = assign_folds(sha1s, y.tolist(), k=recipe.search.folds, seed=recipe.search.seed)
+    return Development(y=y, folds=folds, k=recipe.search.folds)
+
+
+def _lr_cv(development: Development, features: FeatureSet, console: Console) -> list[Candidate]:
+    """LR-CV on each backbone's pooled vectors: the baseline, and the first candidates of the selection."""
+    from automl.search.selection import Pool, lr_cv_candidate
+
+    candidates = []
+    for name in features.backbones():
+        x, y, _ = features.pool(name)
+        candidate = lr_cv_candidate(name, Pool(x, y), development.folds, features.num_classes)
+        scores = candidate.scores(y)
+        console.print(
+            f"[bold]lr-cv[/bold] {name}: C={candidate.details['C']:g}, OOF accuracy {scores['oof_accuracy']:.4f}, "
+            f"log-loss {scores['oof_log_loss']:.4f} (T={candidate.temperature.temperature:.2f}, "
+            f"{candidate.seconds:.1f} s)"
+        )
+        candidates.append(candidate)
+    return candidates
+
+
+def _finalists(
+    trials: TrialTable, development: Development, features: FeatureSet, budget: SearchBudget, console: Console
+) -> list[Candidate]:
+    """The best complete Tune trial of each head type on cut `all`, cross-validated (`trial_candidate`).
+
+    They may use up to `FINALIST_SHARE` of the final reserve; one that would run past it is left out.
+    """
+    from automl.runs.trials import BASELINE, TrialStatus
+    from automl.search.selection import TRIAL_FINALISTS, Pool, trial_candidate
+    from automl.train import TrialResult
+
+    deadline = budget.deadline + FINALIST_SHARE * budget.reserve
+    chosen: dict[object, TrialRecord] = {}
+    for trial in trials.get(states=[TrialStatus.COMPLETE]):
+        head = trial.params.get("head")
+        if trial.name != BASELINE and trial.params.get("cut") == "all" and trial.checkpoint and head not in chosen:
+            chosen[head] = trial
+    finalists = []
+    for trial in list(chosen.values())[:TRIAL_FINALISTS]:
+        assert trial.checkpoint is not None  # chosen above
+        trained = TrialResult.load(trial.checkpoint)
+        x, y, _ = features.pool(str(trained.config["backbone"]))
+        candidate = trial_candidate(trial.name, trained, Pool(x, y), development.folds, features.num_classes, deadline)
+        if candidate is None:
+            console.print(f"[yellow]selection:[/yellow] no time left to cross-validate trial {trial.name}")
+            break
+        scores = candidate.scores(y)
+        console.print(
+            f"[bold]finalist[/bold] {trial.describe()}: OOF accuracy {scores['oof_accuracy']:.4f}, "
+            f"log-loss {scores['oof_log_loss']:.4f} ({candidate.seconds:.1f} s)"
+        )
+        finalists.append(candidate)
+    return finalists
+
+
+def _choose(recipe: Recipe, development: Development, candidates: list[Candidate], console: Console) -> Choice:
+    from automl.search.selection import choose
+
+    search = recipe.search
+    choice = choose(
+        candidates, development.y, development.k, ensemble=search.ensemble, max_members=search.ensemble_max_members
+    )
+    estimate = choice.estimate()
+    low, high = estimate["accuracy_ci95"]
+    console.print(
+        f"[bold]chosen[/bold] {choice.name}: cross-validated accuracy {estimate['accuracy']:.4f} "
+        f"(95 % {low:.3f}-{high:.3f}), log-loss {estimate['log_loss']:.4f}, ECE {estimate['ece']:.3f}"
+    )
+    return choice
+
+
+def _export_provisional(
+    recipe: Recipe,
+    dataset: Dataset,
+    backbones: dict[str, Backbone],
+    development: Development,
+    candidates: list[Candidate],
+    folder: RunFolder,
+    console: Console,
+) -> None:
+    """The best model so far into the run folder, before any trial: a search stopped from here on leaves one.
+
+    `summary.json` says `provisional: true` until the final model replaces it (both written atomically).
+    """
+    from automl.search.export import export_choice
+    from automl.search.selection import choose
+
+    search = recipe.search
+    choice = choose(
+        candidates, development.y, development.k, ensemble=search.ensemble, max_members=search.ensemble_max_members
+    )
+    export_choice(recipe, dataset, backbones, choice, folder, test=False)
+    estimate = choice.estimate()
+    Summary(
+        run_dir=str(folder.root),
+        recipe=recipe.name,
+        provisional=True,
+        best=BestTrial(trial=choice.name, config=_config_of(choice), val_accuracy=estimate["accuracy"]),
+        model=str(folder.model),
+        selection=selection_summary(choice),
+    ).write(folder.summary)
+    console.print(f"[bold]provisional model[/bold] {choice.name} in {folder.model}")
+
+
+def _config_of(choice: Choice) -> dict[str, Value]:
+    first = choice.members[0][0]
+    return {"backbone": first.backbone, "cut": first.cut, **first.details}
 
 
 def _write_report(folder: RunFolder, console: Console) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from automl.recipe import Recipe
     from automl.runs.folder import RunFolder
     from automl.runs.trials import TrialRecord
+    from automl.search.selection import Choice
     from automl.train import TrialResult
 
 
@@ -73,3 +74,58 @@ def export_best(
         extra={"val_accuracy": trained.best_val_accuracy, "best_trial": best.name},
     )
     return Exported(config=config, metrics=TestMetrics.model_validate(metrics))
+
+
+def export_choice(
+    recipe: Recipe,
+    dataset: Dataset,
+    backbones: dict[str, Backbone],
+    choice: Choice,
+    folder: RunFolder,
+    *,
+    test: bool = True,
+) -> TestMetrics | None:
+    """Assemble the chosen model (one member or a weighted ensemble), save it atomically in `folder.model`
+    and, with `test`, evaluate it on the test split (None without: a provisional model is not tested)."""
+    from automl.evaluate import evaluate_run
+    from automl.exported import ExportedModel
+    from automl.search.selection import assemble_choice
+
+    weights = recipe.search.weights
+    model, resize = assemble_choice(choice, backbones, weights, dataset.classes)
+    members = [
+        {
+            "name": candidate.name,
+            "backbone": candidate.backbone,
+            "weights_id": backbones[candidate.backbone].weights_id(weights),
+            "cut": candidate.cut,
+            "weight": weight,
+            "temperature": candidate.temperature.temperature,
+            **candidate.details,
+        }
+        for candidate, weight in choice.members
+    ]
+    first = choice.members[0][0]
+    estimate = choice.estimate()
+    meta = {
+        "backbone": first.backbone if not choice.is_ensemble else "+".join(m["backbone"] for m in members),
+        "weights": weights,
+        "members": members,
+        "config": {"backbone": first.backbone, "cut": first.cut, **first.details},
+        "trial": choice.name,
+        "val_accuracy": estimate["accuracy"],
+        "cv": estimate,
+        "recipe": recipe.name,
+        "data": json.loads(recipe.data.model_dump_json()),
+    }
+    ExportedModel.save(folder.model, model, dataset.classes, resize, meta)
+    write_atomic(folder.labels, json.dumps(list(dataset.classes), indent=2))
+    if not test:
+        return None
+    metrics = evaluate_run(
+        folder.root,
+        [(record.path, dataset.classes[record.label]) for record in dataset.split("test")],
+        internal_classes=recipe.data.imagenet_classes,
+        extra={"val_accuracy": estimate["accuracy"], "best_trial": choice.name},
+    )
+    return TestMetrics.model_validate(metrics)

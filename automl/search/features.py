@@ -47,12 +47,12 @@ class FeaturePlan:
 
     @classmethod
     def for_search(cls, search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> FeaturePlan:
-        """A search's: the cuts its space offers per backbone, `all` for the first (the baseline), train + val."""
+        """A search's: the cuts its space offers per backbone plus `all` (LR-CV, the baseline), train + val."""
         from automl.search.space import offered_cuts
 
-        cuts = dict(offered_cuts(search, cut_points))
-        first = search.backbones[0]
-        cuts[first] = tuple(dict.fromkeys((POOLED, *cuts[first])))
+        # pooled vectors of every backbone: the cross-validated selection fits LR-CV on each (automl.search.selection)
+        offered = offered_cuts(search, cut_points)
+        cuts = {name: tuple(dict.fromkeys((POOLED, *cuts))) for name, cuts in offered.items()}
         return cls(cuts=cuts, splits=TRIAL_SPLITS)
 
     @classmethod
@@ -102,10 +102,23 @@ class FeatureSet:
 
     arrays: dict[str, dict[str, np.ndarray]]
     num_classes: int
+    sha1s: dict[str, list[str]] = field(default_factory=dict)
+    """Each split's photos, in the rows' order (what cross-validation folds are a function of)."""
 
     @staticmethod
     def key(backbone: str, cut: str) -> str:
         return f"{backbone}/{cut}"
+
+    def backbones(self) -> list[str]:
+        """The backbones with pooled vectors, in the plan's order."""
+        return [key.split("/")[0] for key in self.arrays if key.endswith(f"/{POOLED}")]
+
+    def pool(self, backbone: str, cut: str = POOLED) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The development pool (train then val rows): activations, labels and the photos' SHA-1."""
+        arrays = self.arrays[self.key(backbone, cut)]
+        x = np.concatenate([arrays["x_train"], arrays["x_val"]])
+        y = np.concatenate([arrays["y_train"], arrays["y_val"]])
+        return x, y, [*self.sha1s.get("train", []), *self.sha1s.get("val", [])]
 
     def trial_data(self, backbone: str, cut: str, rest: Any = None) -> TrialData:
         from automl.train import TrialData
@@ -201,4 +214,5 @@ def prepare_features(
                 **{f"y_{split}": np.array([r.label for r in records[split]], dtype=np.int32) for split in plan.splits},
             }
     report.seconds = time.perf_counter() - started
-    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes)), report
+    sha1s: dict[str, list[str]] = {split: [r.sha1 for r in records[split]] for split in plan.splits}
+    return FeatureSet(arrays=arrays, num_classes=len(dataset.classes), sha1s=sha1s), report

@@ -153,3 +153,11 @@ class KeepBestEpoch(TrialCallback):
         if logs["val_accuracy"] != self.logs["val_accuracy"]:
             return logs["val_accuracy"] > self.logs["val_accuracy"]
         return logs["val_loss"] < self.logs["val_loss"]
+
+
+class KeepLastEpoch(KeepBestEpoch):
+    """Keeps the last epoch's metrics and weights: for cross-validation, where the held-out fold must not
+    choose the epoch (its predictions are the out-of-fold estimate)."""
+
+    def _better(self, logs: EpochLogs) -> bool:
+        return True

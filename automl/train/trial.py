@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from automl.errors import InputError
-from automl.train.callbacks import CallbackList, EpochLogs, KeepBestEpoch, StopOnDivergence, TrialCallback, TrialState
+from automl.train.callbacks import (
+    CallbackList,
+    EpochLogs,
+    KeepBestEpoch,
+    KeepLastEpoch,
+    StopOnDivergence,
+    TrialCallback,
+    TrialState,
+)
 from automl.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -111,14 +119,17 @@ class TrialResult:
         return cls(**meta, weights=weights)
 
 
-def train_trial(config: dict[str, Any], data: TrialData, callbacks: Sequence[TrialCallback] = ()) -> TrialResult:
+def train_trial(
+    config: dict[str, Any], data: TrialData, callbacks: Sequence[TrialCallback] = (), *, keep_last: bool = False
+) -> TrialResult:
     """Train `config` on `data` for up to `config["epochs"]` epochs, calling `callbacks` after each one.
 
-    Returns the best epoch's metrics and weights (`KeepBestEpoch`); training also ends after an epoch
-    whose training loss is not finite (`StopOnDivergence`), both always installed first, and after an
-    epoch in which one of `callbacks` (e.g. `ReportMetrics`, `TimeLimit`, `TargetAccuracy`) set
-    `stop_training`; `stopped` says whether it ended before its configured epochs. An exception from a
-    callback ends the trial and propagates, after Keras state is freed.
+    Returns the best epoch's metrics and weights (`KeepBestEpoch`; the last epoch's with `keep_last`, when
+    `data`'s validation rows are a held-out fold whose predictions must not choose the epoch); training
+    also ends after an epoch whose training loss is not finite (`StopOnDivergence`), both always
+    installed first, and after an epoch in which one of `callbacks` (e.g. `ReportMetrics`, `TimeLimit`,
+    `TargetAccuracy`) set `stop_training`; `stopped` says whether it ended before its configured epochs.
+    An exception from a callback ends the trial and propagates, after Keras state is freed.
     """
     import keras
 
@@ -129,7 +140,7 @@ def train_trial(config: dict[str, Any], data: TrialData, callbacks: Sequence[Tri
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(settings.seed)
     try:
-        return _Trainer(settings, data).run(dict(config), callbacks, started)
+        return _Trainer(settings, data).run(dict(config), callbacks, started, keep_last)
     finally:
         keras.backend.clear_session(free_memory=True)  # one full collection: traced graphs hold cycles
 
@@ -155,14 +166,16 @@ class _Trainer:
         self.train_epoch = tf.function(self._train_epoch)
         self.evaluate = tf.function(self._evaluate)
 
-    def run(self, config: dict[str, Any], callbacks: Sequence[TrialCallback], started: float) -> TrialResult:
+    def run(
+        self, config: dict[str, Any], callbacks: Sequence[TrialCallback], started: float, keep_last: bool
+    ) -> TrialResult:
         import tensorflow as tf
 
         x_train, y_train = tf.constant(self.data.x_train, tf.float32), tf.constant(self.data.y_train, tf.int32)
         x_val, y_val = tf.constant(self.data.x_val, tf.float32), tf.constant(self.data.y_val, tf.int32)
         order = np.random.default_rng(self.config.seed)
         history: list[EpochLogs] = []
-        best = KeepBestEpoch()
+        best = KeepLastEpoch() if keep_last else KeepBestEpoch()
         trial = TrialState(self.network, self.config.epochs)
         hooks = CallbackList([best, StopOnDivergence(), *callbacks], trial)
         hooks.on_train_begin()
