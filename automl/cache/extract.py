@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from automl.cache.store import CacheKey, PartStore, PartWriter
+from automl.cache.views import apply_view, entry_label, parse_label
 from automl.data.dataset import ImageRecord, SkippedFile
 from automl.data.images import ImageError, decode_image
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_SIZE = 32
 CutGroups = dict[tuple[str, ...], list[ImageRecord]]
-"""Images grouped by the cuts they miss: each group needs one forward pass giving exactly those cuts."""
+"""Images grouped by the entries they miss (`views.entry_label`: a cut, or `cut@view`): each group needs one
+decode and one forward pass per view giving exactly that view's missing cuts."""
 
 
 @dataclass
@@ -167,13 +169,18 @@ def extract(
     writer = PartWriter(store)
     with _progress_bar(progress, total, backbone.name) as advance:
         try:
-            for cuts, records in groups.items():
-                keys = {cut: CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id) for cut in cuts}
-                forward = _activations(backbone, weights, cuts)
+            for labels, records in groups.items():
+                by_view: dict[str, list[str]] = {}
+                for cut, view in map(parse_label, labels):
+                    by_view.setdefault(view, []).append(cut)
+                forwards = {cuts: _activations(backbone, weights, cuts) for cuts in {*map(tuple, by_view.values())}}
                 for batch in decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance):
-                    for cut, values in forward(batch.pixels).items():
-                        writer.add(keys[cut], batch.sha1s, values)
-                        stats.computed_by_cut[cut] = stats.computed_by_cut.get(cut, 0) + len(batch.sha1s)
+                    for view, cuts in by_view.items():  # the views of one decoded batch: no second decode
+                        for cut, values in forwards[tuple(cuts)](apply_view(view, batch.pixels)).items():
+                            key = CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id, view)
+                            label = entry_label(cut, view)
+                            writer.add(key, batch.sha1s, values)
+                            stats.computed_by_cut[label] = stats.computed_by_cut.get(label, 0) + len(batch.sha1s)
                     stats.computed += len(batch.sha1s)
         finally:
             writer.close()
