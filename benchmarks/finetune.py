@@ -127,6 +127,12 @@ def score_rows(scored: Scored, labels: np.ndarray) -> list[dict[str, object]]:
     return rows
 
 
+def padded(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Rows with every key of any row (LP rows have `C`, FT rows `epochs`), for one Markdown table."""
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    return [{key: row.get(key, "") for key in keys} for row in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="../shared/datasets/trashnet")
@@ -195,8 +201,9 @@ def main() -> None:
         f"{len(pool)} photos (train+val, seed 0), fold {args.fold} of 5 held out ({int(held_out.sum())} photos); "
         f"FT: {args.epochs} epochs, Adam, cosine decay, batch 32, BatchNorm frozen, last epoch kept. "
         f"Extraction now: {extraction.computed} pool photos decoded, computed {extraction.computed_by_cut} in "
-        f"{extraction.seconds:.0f} s. The machine was shared with other agents' jobs: seconds are upper bounds.\n\n"
-        f"{results_md.table(rows)}\n\n"
+        f"{extraction.seconds:.0f} s. The machine was shared with other agents' jobs: seconds are upper bounds. "
+        f"LP seconds include choosing C by 3-fold CV inside the training folds ({len(C_GRID)} values, 13 fits).\n\n"
+        f"{results_md.table(padded(rows))}\n\n"
         f"Chosen by held-out log-loss: **{best['variant']}**; its test top-1 after refitting on the whole pool "
         f"(for the record, never used to choose): **{test_top1:.4f}** ({len(test)} test photos).\n\n"
         f"Peak RSS (MB) / array sizes: {memory}"
