@@ -209,7 +209,10 @@ def main() -> None:
         f"Peak RSS (MB) / array sizes: {memory}"
     )
     results_md.publish(
-        "finetune", f"Linear probe vs fine-tuning, flip views ({args.backbone}, trashnet)", results, summary
+        f"finetune_{args.backbone}",
+        f"Linear probe vs fine-tuning, flip views ({args.backbone}, trashnet)",
+        results,
+        summary,
     )
 
 
