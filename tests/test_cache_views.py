@@ -84,3 +84,15 @@ def test_views_and_labels() -> None:
     assert np.array_equal(apply_view(HFLIP, pixels)[:, :, 0], pixels[:, :, -1])
     assert np.array_equal(apply_view(HFLIP, apply_view(HFLIP, pixels)), pixels)
     assert entry_label("top", ORIGINAL) == "top" and parse_label(entry_label("top", HFLIP)) == ("top", HFLIP)
+
+
+def test_cache_ls_lists_a_flip_view_as_its_own_entry(tmp_path: Path, backbone, records) -> None:
+    from typer.testing import CliRunner
+
+    from automl.cli.main import app
+
+    BottleneckCache(tmp_path).ensure(backbone, WEIGHTS, ["all"], records[:3], views=[ORIGINAL, HFLIP], progress=False)
+    listed = CliRunner().invoke(app, ["cache", "ls", "--cache", str(tmp_path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    cuts = {entry["cut"]: entry["rows"] for entry in json.loads(listed.output)["entries"]}
+    assert cuts == {"all": 3, "all@hflip": 3}
