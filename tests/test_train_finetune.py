@@ -112,6 +112,8 @@ def test_bad_inputs_are_named(pool, backbone) -> None:
         finetune(backbone, WEIGHTS, "all", head, probe_fold)
     with pytest.raises(InputError, match="'learning_rate'"):
         finetune(backbone, WEIGHTS, CUT, head, _fold(pool, backbone, CUT), {"learning_rate": -1.0})
+    with pytest.raises(InputError, match="unknown key"):
+        finetune(backbone, WEIGHTS, CUT, head, _fold(pool, backbone, CUT), {"lr": 1e-4})
 
 
 def test_cosine_rate() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -190,7 +190,7 @@ def finetune(
     """
     import keras
 
-    settings = config if isinstance(config, FinetuneConfig) else FinetuneConfig(**config)
+    settings = config if isinstance(config, FinetuneConfig) else _config_from(config)
     settings.check()
     if cut == "all":
         raise InputError("finetune: cut 'all' has nothing to fine-tune", hint="use 'top' or 'half'")
@@ -322,6 +322,14 @@ class _FineTuner:
         import tensorflow as tf
 
         return tf.nn.softmax(self.network(x, training=False))
+
+
+def _config_from(values: Mapping[str, Any]) -> FinetuneConfig:
+    known = {spec.name for spec in fields(FinetuneConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"fine-tuning config: unknown key(s) {unknown}", hint=f"use some of {sorted(known)}")
+    return FinetuneConfig(**values)
 
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
