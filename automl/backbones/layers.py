@@ -48,3 +48,15 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images (B, H, W, C) left to right: the second pass of flip test-time augmentation
+    (`automl.train.tta`). Keras' `RandomFlip` flips only while training, and at random."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.flip(inputs, axis=-2)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape

@@ -15,11 +15,14 @@ import numpy as np
 from automl.cache.distributed import Executor, extract_on_cluster, use_cluster
 from automl.cache.extract import DEFAULT_BATCH_SIZE, CutGroups, ExtractStats, extract, group_by_missing
 from automl.cache.store import CacheKey, Part, PartStore
+from automl.cache.views import ORIGINAL, check_views, entry_label
 from automl.engines import EngineChoice, resolve
 from automl.errors import CacheError
 from automl.paths import cache_root
 
 if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
     from automl.backbones.base import Backbone
     from automl.data.dataset import ImageRecord
 
@@ -43,8 +46,8 @@ class BottleneckCache:
         return str(self.store.root)
 
     @staticmethod
-    def key(backbone: Backbone, weights: str, cut: str) -> CacheKey:
-        return CacheKey(backbone.name, backbone.weights_id(weights), cut, backbone.preprocessing_id)
+    def key(backbone: Backbone, weights: str, cut: str, view: str = ORIGINAL) -> CacheKey:
+        return CacheKey(backbone.name, backbone.weights_id(weights), cut, backbone.preprocessing_id, view)
 
     def ensure(
         self,
@@ -57,10 +60,13 @@ class BottleneckCache:
         executor: Executor = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         engine: EngineChoice = "auto",
+        views: Iterable[str] = (ORIGINAL,),
     ) -> ExtractStats:
-        """Make every (cut, record) available, computing only what the cache lacks.
+        """Make every (cut, view, record) available, computing only what the cache lacks.
 
-        Each image missing some cuts goes through the frozen part once, for all of them. `executor`:
+        Each image missing some cuts or views is decoded once and goes through the frozen part once per view
+        it misses, for all of that view's missing cuts (`automl.cache.views`: `hflip` flips the decoded pixels).
+        `computed_by_cut` counts other views under `cut@view` (`views.entry_label`). `executor`:
         `local` extracts in this process; `ray` shards over the nodes of the connected Ray cluster (the root
         must then be a folder shared by every node); `auto` picks `ray` when Ray is initialised with more
         than one node. `engine` runs the frozen part: `auto` (OpenVINO when installed), `openvino` or
@@ -68,7 +74,11 @@ class BottleneckCache:
         Undecodable images are returned in `failed`, never raised.
         """
         start = time.perf_counter()
-        keys = {cut: self.key(backbone, weights, cut) for cut in dict.fromkeys(cuts)}
+        keys = {
+            entry_label(cut, view): self.key(backbone, weights, cut, view)
+            for view in check_views(views)
+            for cut in dict.fromkeys(cuts)
+        }
         if not keys:
             raise CacheError(f"ensure({backbone.name}): no cut points asked", hint="pass cuts such as ['all']")
         resolve(engine)  # an unknown engine is refused before any work
@@ -100,35 +110,54 @@ class BottleneckCache:
         stats.seconds = time.perf_counter() - start
         return stats
 
-    def load(self, backbone: Backbone, weights: str, cut: str, sha1s: Sequence[str]) -> np.ndarray:
-        """float32 (N, *shape) features of `sha1s`, in that order; CacheError naming what is missing."""
-        return self.load_splits(backbone, weights, cut, {"": sha1s})[""]
+    def load(
+        self,
+        backbone: Backbone,
+        weights: str,
+        cut: str,
+        sha1s: Sequence[str],
+        *,
+        view: str = ORIGINAL,
+        dtype: DTypeLike = np.float32,
+    ) -> np.ndarray:
+        """(N, *shape) features of `sha1s` in `dtype`, in that order; CacheError naming what is missing."""
+        return self.load_splits(backbone, weights, cut, {"": sha1s}, view=view, dtype=dtype)[""]
 
     def load_splits(
-        self, backbone: Backbone, weights: str, cut: str, splits: Mapping[str, Sequence[str]]
+        self,
+        backbone: Backbone,
+        weights: str,
+        cut: str,
+        splits: Mapping[str, Sequence[str]],
+        *,
+        view: str = ORIGINAL,
+        dtype: DTypeLike = np.float32,
     ) -> dict[str, np.ndarray]:
         """float32 features of each named list of sha1s (a dataset's splits), in order, indexed and read in one
-        pass: the parts are listed and checked once and each part is read once for all the lists."""
-        key = self.key(backbone, weights, cut)
+        pass: the parts are listed and checked once and each part is read once for all the lists.
+
+        `dtype=np.float16` (the storage type of activations) halves the memory of large cuts (`half`) for a
+        caller that converts each batch to float32 as it trains (`automl.train.finetune`)."""
+        key = self.key(backbone, weights, cut, view)
         index = self._index(key)
         sha1s = [sha1 for wanted in splits.values() for sha1 in wanted]
         missing = [sha1 for sha1 in sha1s if sha1 not in index.where]
         if missing:
             raise CacheError(
                 f"bottleneck cache {self.root}: {len(missing)} of {len(sha1s)} images have no {cut!r} features "
-                f"for {backbone.name} (weights {key.weights_id}), e.g. {missing[0]}",
+                f"for {backbone.name} (weights {key.weights_id}, view {view!r}), e.g. {missing[0]}",
                 hint="call BottleneckCache.ensure first (the search does), or run `automl cache build RECIPE`",
             )
         if not sha1s:
             shape = backbone.cut_points()[cut].output_shape
-            return {name: np.empty((0, *shape), dtype=np.float32) for name in splits}
+            return {name: np.empty((0, *shape), dtype=dtype) for name in splits}
         shapes = {part.manifest.shape for part in index.parts}
         if len(shapes) > 1:
             raise CacheError(
                 f"{self.root}/{key.relative_dir}: parts disagree on the shape ({sorted(shapes)})",
                 hint="delete the folder and rebuild it",
             )
-        out = np.empty((len(sha1s), *shapes.pop()), dtype=np.float32)
+        out = np.empty((len(sha1s), *shapes.pop()), dtype=dtype)
         located = np.array([index.where[sha1] for sha1 in sha1s], dtype=np.int64)  # (N, 2): part number, row
         by_part = np.argsort(located[:, 0], kind="stable")
         numbers, starts = np.unique(located[by_part, 0], return_index=True)

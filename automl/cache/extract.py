@@ -25,6 +25,7 @@ import numpy as np
 
 from automl.cache.engines import openvino_frozen
 from automl.cache.store import CacheKey, PartStore, PartWriter
+from automl.cache.views import apply_view, entry_label, parse_label
 from automl.data.dataset import ImageRecord, SkippedFile
 from automl.data.images import ImageError, decode_image
 from automl.engines import EngineChoice
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_SIZE = 32
 CutGroups = dict[tuple[str, ...], list[ImageRecord]]
-"""Images grouped by the cuts they miss: each group needs one forward pass giving exactly those cuts."""
+"""Images grouped by the entries they miss (`views.entry_label`: a cut, or `cut@view`): each group needs one
+decode and one forward pass per view giving exactly that view's missing cuts."""
 
 
 @dataclass
@@ -173,14 +175,22 @@ def extract(
     writer = PartWriter(store)
     with _progress_bar(progress, total, backbone.name) as advance:
         try:
-            for cuts, records in groups.items():
-                keys = {cut: CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id) for cut in cuts}
+            for labels, records in groups.items():
+                by_view: dict[str, list[str]] = {}
+                for cut, view in map(parse_label, labels):
+                    by_view.setdefault(view, []).append(cut)
+                cuts = list(dict.fromkeys(cut for view_cuts in by_view.values() for cut in view_cuts))
+                view_of: dict[int, str] = {}
                 batches = decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance)
-                for batch, values in _activations(backbone, weights, cuts, engine)(batches):
-                    for cut in cuts:
-                        writer.add(keys[cut], batch.sha1s, values[cut])
-                        stats.computed_by_cut[cut] = stats.computed_by_cut.get(cut, 0) + len(batch.sha1s)
-                    stats.computed += len(batch.sha1s)
+                for batch, values in _activations(backbone, weights, cuts, engine)(_viewed(batches, by_view, view_of)):
+                    view = view_of.pop(id(batch))
+                    for cut in by_view[view]:
+                        key = CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id, view)
+                        label = entry_label(cut, view)
+                        writer.add(key, batch.sha1s, values[cut])
+                        stats.computed_by_cut[label] = stats.computed_by_cut.get(label, 0) + len(batch.sha1s)
+                    if view == next(iter(by_view)):  # an image counts once, whatever views it missed
+                        stats.computed += len(batch.sha1s)
         finally:
             writer.close()
     stats.bytes = writer.bytes_written
@@ -189,6 +199,16 @@ def extract(
 
 Activations = Callable[[Iterable[Batch]], Iterator[tuple[Batch, dict[str, np.ndarray]]]]
 """Batches in, each batch with {cut: activations} out (in completion order: a batch carries its own sha1s)."""
+
+
+def _viewed(decoded: Iterable[Batch], views: Iterable[str], view_of: dict[int, str]) -> Iterator[Batch]:
+    """Each decoded batch once per missing view, flipped in memory (no second decode); `view_of` records
+    which view each yielded batch is, by identity, for when the engine hands it back with its activations."""
+    for batch in decoded:
+        for view in views:
+            seen = Batch(batch.sha1s, apply_view(view, batch.pixels))
+            view_of[id(seen)] = view
+            yield seen
 
 
 def _activations(backbone: Backbone, weights: str, cuts: Sequence[str], engine: EngineChoice) -> Activations:

@@ -26,6 +26,7 @@ Durability rules:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from automl.cache.views import ORIGINAL, entry_label
 from automl.errors import CacheError
 
 FORMAT_VERSION = 1
@@ -63,6 +65,8 @@ class CacheKey:
     weights_id: str
     cut: str
     preprocessing_id: str
+    view: str = ORIGINAL
+    """`automl.cache.views`: the original photo or an augmentation of it (e.g. `hflip`)."""
 
     @property
     def backbone_dir(self) -> str:
@@ -70,7 +74,8 @@ class CacheKey:
 
     @property
     def relative_dir(self) -> str:
-        return f"{self.backbone_dir}/{self.cut}-{short_hash(self.preprocessing_id)}"
+        """Original views keep the folder they had before views existed, so old caches stay valid."""
+        return f"{self.backbone_dir}/{entry_label(self.cut, self.view)}-{short_hash(self.preprocessing_id)}"
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,19 @@ class Manifest:
     bytes: int
     created: float
     format: int = FORMAT_VERSION
+    view: str = ORIGINAL
+    """Written only for other views: an original view's manifest stays byte-compatible with older readers,
+    which skip (and `cache verify` would delete) a manifest with a key they do not know."""
 
     @property
     def key(self) -> CacheKey:
-        return CacheKey(self.backbone, self.weights_id, self.cut, self.preprocessing_id)
+        return CacheKey(self.backbone, self.weights_id, self.cut, self.preprocessing_id, self.view)
+
+    def to_json(self) -> builtins.bytes:  # builtins: this dataclass has a field named `bytes`
+        fields = asdict(self)
+        if self.view == ORIGINAL:
+            del fields["view"]
+        return json.dumps(fields, indent=1).encode()
 
     @property
     def row_bytes(self) -> int:
@@ -171,9 +185,10 @@ class PartStore:
                 sha256=digest,
                 bytes=size,
                 created=time.time(),
+                view=key.view,
             )
             part = Part(path, manifest)
-            _write_atomic(part.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
+            _write_atomic(part.manifest_path, manifest.to_json())
         with self._lock:
             self._checked[path] = (*_signature(path), list(sha1s))
         return part

@@ -64,14 +64,17 @@ def parse_age(text: str) -> float:
 
 @cache_app.command("ls")
 def list_entries(cache: str | None = CACHE_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """One line per (backbone, weights, cut, preprocessing): parts, images, size, dtype, shape, age."""
+    """One line per (backbone, weights, cut, preprocessing): parts, images, size, dtype, shape, age; a view other
+    than the original is its own line, its cut shown as `cut@view`."""
+    from automl.cache.views import entry_label
+
     store = _store(cache)
     entries: dict[tuple[str, ...], dict[str, Any]] = defaultdict(
         lambda: {"parts": 0, "rows": 0, "bytes": 0, "dtypes": set(), "shape": None, "newest": 0.0}
     )
     for part in store.parts():
         m = part.manifest
-        entry = entries[(m.backbone, m.weights_id, m.cut, m.preprocessing_id)]
+        entry = entries[(m.backbone, m.weights_id, entry_label(m.cut, m.view), m.preprocessing_id)]
         entry.update(shape=list(m.shape), newest=max(entry["newest"], m.created))
         entry["parts"] += 1
         entry["rows"] += m.rows

@@ -156,7 +156,7 @@ class _Trainer:
         self.config = config
         self.data = data
         if data.rest is not None:
-            _freeze_batch_norm(data.rest)
+            freeze_batch_norm(data.rest)
         input_shape = tuple(int(d) for d in data.x_train.shape[1:])
         self.network = build_network(config, data.num_classes, input_shape, data.rest, train_size=len(data.x_train))
         self.loss = build_loss(config, data.num_classes)
@@ -279,11 +279,11 @@ def _freeze_long_lived_heap() -> None:
         gc.freeze()
 
 
-def _freeze_batch_norm(model: keras.Layer) -> None:
+def freeze_batch_norm(model: keras.Layer) -> None:
     """BatchNorm layers of the trainable rest run in inference mode with fixed statistics (Keras 3 semantics)."""
     import keras
 
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-        _freeze_batch_norm(layer)
+        freeze_batch_norm(layer)
