@@ -13,10 +13,11 @@ def _search(search: str):
     return parse_recipe(f"data: {{folder: unused}}\nsearch: {search}\n").search
 
 
-def test_the_search_plan_is_the_offered_cuts_plus_the_baselines_of_train_and_val() -> None:
+def test_the_search_plan_is_the_offered_cuts_plus_pooled_vectors_of_train_and_val() -> None:
     search = _search("{backbones: [lite_a, lite_b], cuts: [top, half]}")
     plan = FeaturePlan.for_search(search, {"lite_a": ["all", "top", "none"], "lite_b": ["all", "top", "half"]})
-    assert plan.cuts == {"lite_a": ("all", "top"), "lite_b": ("top", "half")}, "`all` for the first backbone only"
+    # `all` for every backbone: the selection fits LR-CV on each one's pooled vectors
+    assert plan.cuts == {"lite_a": ("all", "top"), "lite_b": ("all", "top", "half")}
     assert plan.splits == ("train", "val"), "no trial reads the test split"
     assert FeaturePlan.pooled("lite_b", ("train", "test")).cuts == {"lite_b": ("all",)}
 

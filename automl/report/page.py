@@ -113,13 +113,15 @@ def _photo_roots(folder: RunFolder) -> tuple[Path, ...]:
 
     metrics.json names the misclassified photos by path; a run folder from someone else could name any file
     on the machine (a FIFO, /dev/zero, a private photo to embed in the page): only these folders are read.
+    The dataset's root is kept as written (not resolved): a dataset made of links to photos elsewhere is
+    common, and its links are the user's own; `_thumbnail` resolves links under the run folder only.
     """
     roots = [folder.root.resolve()]
     try:
         from automl.paths import resolve_dataset
         from automl.recipe import load_recipe
 
-        roots.append(Path(resolve_dataset(load_recipe(folder.recipe).data.folder)).resolve())
+        roots.append(Path(os.path.abspath(resolve_dataset(load_recipe(folder.recipe).data.folder))))
     except Exception:  # no recipe, or one that no longer validates: the run folder alone
         pass
     return tuple(roots)
@@ -331,10 +333,11 @@ def _thumbnail(path: str, roots: Sequence[Path]) -> str | None:
     from automl.data.resize import Resize
 
     try:
-        real = Path(path).resolve()
-        if not any(real.is_relative_to(root) for root in roots):
+        run_root, *datasets = roots
+        written = Path(os.path.abspath(path))  # `..` removed, links kept: inside the dataset as the scan saw it
+        if not (written.resolve().is_relative_to(run_root) or any(written.is_relative_to(d) for d in datasets)):
             return None
-        pixels = decode_image(read_bounded(real), Resize(size=THUMBNAIL_PX, resample="bilinear"))
+        pixels = decode_image(read_bounded(written), Resize(size=THUMBNAIL_PX, resample="bilinear"))
     except (OSError, ValueError, ImageError):
         return None
     buffer = io.BytesIO()
