@@ -193,6 +193,45 @@ def summary_section(run: Run) -> str:
     return f'<div class="cards">{html_cards}</div>' + (_note(f"best: {trial} — {chosen}") if config else "")
 
 
+def selection_section(run: Run) -> str:
+    """How the exported model was chosen: every candidate's out-of-fold scores, the members and their weights."""
+    selection = run.summary.selection
+    if selection is None:
+        return _note(
+            "this run predates cross-validated selection: its model is the trial with the best validation accuracy"
+        )
+    cv = selection.cv
+    estimate = (
+        f"cross-validated estimate ({cv.folds} folds, {cv.n} photos of train + val): accuracy "
+        f"{_percent(cv.accuracy)} (95 % {_interval(cv.accuracy_ci95)}), log-loss {cv.log_loss:.4f}, ECE {cv.ece:.3f}"
+        if cv
+        else ""
+    )
+    members = {member.name: member.weight for member in selection.members}
+    rows = [
+        (c.name, _percent(c.oof_accuracy), _number(c.oof_log_loss), _number(c.temperature, 3), members.get(c.name, ""))
+        for c in selection.candidates
+    ]
+    table = _table(("candidate", "OOF accuracy", "OOF log-loss", "temperature", "weight"), rows, numeric=(1, 2, 3, 4))
+    verdict = f"chosen: {selection.chosen}"
+    if selection.ensemble_gain is not None:
+        verdict += (
+            f"; the greedy ensemble changed OOF log-loss by {selection.ensemble_gain:+.4f} "
+            f"(bootstrap: not better in {100 * (selection.ensemble_p or 0):.1f} % of resamples; kept when at most 5 %)"
+        )
+    reliability = run.metrics.get("calibration") or {}
+    plot = _img(plots.reliability_plot(reliability["bins"]), "reliability diagram") if reliability.get("bins") else ""
+    calibration = (
+        _note(
+            f"test photos: expected calibration error {reliability.get('ece', 0):.3f}, log-loss "
+            f"{_number(run.metrics.get('log_loss'))}"
+        )
+        if reliability
+        else ""
+    )
+    return _note(estimate) + table + _note(verdict) + calibration + plot
+
+
 def leaderboard_section(run: Run) -> str:
     if not len(run.trials):
         return _note("no trials recorded in this run folder")
@@ -432,6 +471,7 @@ def audit_section(run: Run) -> str:
 
 SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
     ("summary", "Summary", summary_section),
+    ("selection", "Model selection (cross-validated) and calibration", selection_section),
     ("leaderboard", "Leaderboard", leaderboard_section),
     ("history", "Optimization history", history_section),
     ("importance", "Parameter importances", importance_section),
