@@ -90,7 +90,7 @@ def run_search(
     with phases.measure("ray_start"):
         session = _connect(recipe, address, console)
     tracking = _watch(recipe, folder, console)
-    features, feature_report = _features(recipe, dataset, backbones, space, console)
+    features, feature_report, space = _features(recipe, dataset, backbones, space, folder, budget, console)
     phases.seconds["features"] = round(feature_report.seconds, 2)
     budget.ensure_time_for_trials(feature_report.seconds)
     with phases.measure("baseline"):
@@ -217,11 +217,21 @@ def _connect(recipe: Recipe, address: str | None, console: Console) -> RaySessio
 
 
 def _features(
-    recipe: Recipe, dataset: Dataset, backbones: dict[str, Backbone], space: SearchSpace, console: Console
-) -> tuple[FeatureSet, FeatureReport]:
-    from automl.search.features import FeaturePlan, prepare_features
+    recipe: Recipe,
+    dataset: Dataset,
+    backbones: dict[str, Backbone],
+    space: SearchSpace,
+    folder: RunFolder,
+    budget: SearchBudget,
+    console: Console,
+) -> tuple[FeatureSet, FeatureReport, SearchSpace]:
+    """Extract backbone by backbone, cheapest first, until `MIN_TRIAL_S` before the trials' deadline; the
+    features and the space on the backbones that finished (the others' parts stay cached for the next search)."""
+    from automl.search.budget import MIN_TRIAL_S
+    from automl.search.features import ExtractionLog, FeaturePlan, extraction_cost, prepare_features
 
-    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone)
+    costs = {name: extraction_cost(backbone) for name, backbone in backbones.items()}
+    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone, costs)
     features, report = prepare_features(
         dataset,
         backbones,
@@ -230,12 +240,17 @@ def _features(
         cache_root(recipe.cache),
         progress=console.is_terminal,
         engine=recipe.resources.engine,
+        deadline=budget.deadline - MIN_TRIAL_S if math.isfinite(budget.deadline) else None,
+        state=ExtractionLog(folder.extraction),
     )
     console.print(
         f"[bold]features[/bold] {report.seconds:.1f} s: {report.reused} cached, {report.computed} computed, "
         f"{len(report.failed)} unreadable; {features.nbytes / 2**20:.0f} MB shared with the trials"
     )
-    return features, report
+    for name, state in report.states.items():
+        if state != "done":
+            console.print(f"[yellow]features:[/yellow] {name} {state} for time; left out of the search space")
+    return features, report, space.only(report.finished)
 
 
 def _trials(
