@@ -73,11 +73,6 @@ class ExtractStats:
         self.interrupted = self.interrupted or other.interrupted
         self.remaining += other.remaining
 
-    @property
-    def images_per_second(self) -> float | None:
-        """Extraction rate of what was computed (None when nothing was)."""
-        return self.computed / self.seconds if self.computed and self.seconds > 0 else None
-
 
 @dataclass(frozen=True)
 class Batch:

@@ -147,14 +147,14 @@ class FeaturePlan:
                 deadline=deadline,
                 on_advance=lambda count, name=name: state.advance(name, count),
             )
-            if stats.images_per_second:
-                measured = (stats.images_per_second, extraction_cost(backbone))
+            if stats.computed and state.rate(name):
+                measured = (state.rate(name), extraction_cost(backbone))
             if stats.interrupted:
                 state.update(name, state="interrupted", remaining=stats.remaining, seconds=round(stats.seconds, 1))
                 yield name, BackbonePart(name, "interrupted", {}, {}, stats)
                 continue
             part = self._load(cache, backbone, weights, dataset, stats)
-            state.update(name, state="done", seconds=round(stats.seconds, 1), images_per_s=_rate(stats))
+            state.update(name, state="done", seconds=round(stats.seconds, 1))
             yield name, part
 
     def _load(
@@ -201,11 +201,6 @@ def _skip_reason(seconds: float | None) -> str:
     return f"estimated {seconds:.0f} s of extraction, more than the time left"
 
 
-def _rate(stats: ExtractStats) -> float | None:
-    rate = stats.images_per_second
-    return round(rate, 1) if rate else None
-
-
 BackboneState = Literal["pending", "extracting", "done", "interrupted", "skipped"]
 
 
@@ -245,16 +240,26 @@ class ExtractionLog:
         self._write(force=True)
 
     def start(self, name: str, images: int, estimate_s: float | None) -> None:
-        self.update(name, state="extracting", images=images, done=0, started=time.time(), estimate_s=estimate_s)
+        self.update(name, state="extracting", images=images, done=0, estimate_s=estimate_s)
 
     def advance(self, name: str, count: int) -> None:
+        """`count` more images handled; the rate counts from the first one, after the model is built or
+        compiled (seconds, once per process), so it is the pipeline's steady rate."""
         entry = self.backbones[name]
         entry["done"] += count
-        elapsed = time.time() - entry["started"]
-        rate = entry["done"] / elapsed if elapsed > 0 else 0.0
-        entry["images_per_s"] = round(rate, 1)
-        entry["eta_s"] = round((entry["images"] - entry["done"]) / rate, 1) if rate > 0 else None
+        now = time.time()
+        if "first" not in entry:
+            entry["first"] = (now, entry["done"])
+        since, done_then = entry["first"]
+        if now > since and entry["done"] > done_then:
+            rate = (entry["done"] - done_then) / (now - since)
+            entry["images_per_s"] = round(rate, 1)
+            entry["eta_s"] = round((entry["images"] - entry["done"]) / rate, 1)
         self._write(force=False)
+
+    def rate(self, name: str) -> float | None:
+        """The measured images/s of `name` (None before two updates)."""
+        return self.backbones.get(name, {}).get("images_per_s") or None
 
     def _write(self, *, force: bool) -> None:
         if self.path is None or (not force and time.time() - self._written < self.WRITE_EVERY_S):
@@ -382,7 +387,8 @@ class FeatureReport:
         if part.stats is not None:
             self.computed += part.stats.computed
             self.reused += part.stats.reused
-            self.failed.extend(f for f in part.stats.failed if f.path not in {k.path for k in self.failed})
+            known = {skipped.path for skipped in self.failed}  # each backbone meets the same unreadable files
+            self.failed.extend(skipped for skipped in part.stats.failed if skipped.path not in known)
             self.repaired.extend(part.stats.repaired)
 
     @property
