@@ -131,7 +131,7 @@ class FeaturePlan:
             missing = cache.missing(backbone, weights, cuts, records)
             seconds = _estimate(missing, measured, extraction_cost(backbone))
             if missing and deadline is not None and time.time() + (seconds or 0.0) > deadline:
-                state.update(name, state="skipped", images=missing, reason=_skip_reason(seconds))
+                state.update(name, state="skipped", images=missing, reason=_skip_reason(seconds, deadline))
                 yield name, BackbonePart(name, "skipped", {}, {}, None)
                 continue
             state.start(name, missing, seconds)
@@ -195,10 +195,11 @@ def _estimate(missing: int, measured: tuple[float, float] | None, cost: float) -
     return missing / (rate * measured_cost / cost)
 
 
-def _skip_reason(seconds: float | None) -> str:
-    if seconds is None:
+def _skip_reason(seconds: float | None, deadline: float) -> str:
+    left = deadline - time.time()
+    if seconds is None or left <= 0:
         return "the extraction deadline had passed"
-    return f"estimated {seconds:.0f} s of extraction, more than the time left"
+    return f"estimated {seconds:.0f} s of extraction, {left:.0f} s left"
 
 
 BackboneState = Literal["pending", "extracting", "done", "interrupted", "skipped"]
@@ -248,9 +249,9 @@ class ExtractionLog:
         entry = self.backbones[name]
         entry["done"] += count
         now = time.time()
-        if "first" not in entry:
-            entry["first"] = (now, entry["done"])
-        since, done_then = entry["first"]
+        if "rate_since" not in entry:
+            entry["rate_since"] = (now, entry["done"])
+        since, done_then = entry["rate_since"]
         if now > since and entry["done"] > done_then:
             rate = (entry["done"] - done_then) / (now - since)
             entry["images_per_s"] = round(rate, 1)
