@@ -125,12 +125,14 @@ def test_ray_executor_shards_over_two_nodes(tmp_path: Path, backbone, records) -
         cache = BottleneckCache(tmp_path)
         stats = cache.ensure(backbone, WEIGHTS, ["all"], records[:16], progress=False)  # auto: 2 nodes → ray
         writers = {p.path.name for p in _parts(cache, backbone, "all")}
+        late = cache.ensure(backbone, WEIGHTS, ["all"], records, progress=False, deadline=time.time() - 1)
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert (stats.computed, stats.failed) == (16, [])
     assert len(writers) == 2  # one part per node
     assert cache.load(backbone, WEIGHTS, "all", [r.sha1 for r in records[:16]]).shape == (16, backbone.feature_size)
+    assert (late.interrupted, late.computed, late.remaining, late.reused) == (True, 0, 24, 16), "each node stopped"
 
 
 def test_the_none_cut_stores_the_decoded_pixels_as_uint8_without_a_forward_pass(

@@ -6,8 +6,9 @@ and val photos only (no trial reads the test split); for the learning curve and 
 backbone's pooled vectors (cut `all`) of the splits they score. `automl cache build` fills exactly the
 search's plan, so the search that follows computes nothing.
 
-The driver ensures the bottleneck cache for every (backbone, cut) the space can propose, loads the train
-and val rows into one `FeatureSet`, and the search puts that set into Ray's object store once
+The driver extracts backbone by backbone, cheapest first (`FeaturePlan.extract`, which yields each
+backbone's features as soon as they exist and stops at a deadline with the finished parts cached), loads the
+train and val rows of the backbones that finished into one `FeatureSet`, and the search puts that set into Ray's object store once
 (`tune.with_parameters`). Trials on a node then map the same arrays without copying them; a trial never
 decodes a photo or runs the frozen part of a backbone.
 """
