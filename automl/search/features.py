@@ -1,14 +1,14 @@
 """The features a recipe needs (`FeaturePlan`), and those every trial trains on, shared read-only.
 
 `FeaturePlan` is the one answer to "which cached features does this job read?": for a search, every
-(backbone, cut) its space can propose plus cut `all` of the first backbone (the baseline), of the train
-and val photos only (no trial reads the test split); for the learning curve and the benchmark, one
+(backbone, cut) its space can propose, cheapest backbone first, plus cut `all` of that one (the baseline),
+of the train and val photos only (no trial reads the test split); for the learning curve and the benchmark, one
 backbone's pooled vectors (cut `all`) of the splits they score. `automl cache build` fills exactly the
 search's plan, so the search that follows computes nothing.
 
-The driver extracts backbone by backbone, cheapest first (`FeaturePlan.extract`, which yields each
-backbone's features as soon as they exist and stops at a deadline with the finished parts cached), loads the
-train and val rows of the backbones that finished into one `FeatureSet`, and the search puts that set into Ray's object store once
+The driver extracts backbone by backbone (`FeaturePlan.extract`: each backbone's features as soon as they
+exist; at a deadline it stops with the finished parts cached), loads the train and val rows of the
+backbones that finished into one `FeatureSet`, and the search puts that set into Ray's object store once
 (`tune.with_parameters`). Trials on a node then map the same arrays without copying them; a trial never
 decodes a photo or runs the frozen part of a backbone.
 """
