@@ -6,16 +6,18 @@ import pickle
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from automl.backbones import get_backbone
 from automl.cache import BottleneckCache
 from automl.cache.extract import built_model
 from automl.data.dataset import scan_dataset
-from automl.errors import RecipeError
+from automl.errors import AutomlError, RecipeError
 from automl.recipe import parse_recipe
 from automl.search.features import (
     TRIAL_SPLITS,
+    BackbonePart,
     ExtractionLog,
     FeaturePlan,
     FeatureSet,
@@ -87,7 +89,7 @@ def test_a_deadline_mid_way_keeps_the_finished_backbone_and_the_next_search_extr
     assert [parts[name].state for name in parts] == ["done", "interrupted"]
     assert parts["efficientnet_lite0"].stats.computed == 8 and parts["efficientnet_lite0"].arrays == {}
     features = FeatureSet.from_parts(parts.values(), len(dataset.classes))
-    assert features.backbones == ["mobilenet_v2"] and features.trial_data("mobilenet_v2", "all").x_train.shape[0] > 0
+    assert features.backbones() == ["mobilenet_v2"] and features.trial_data("mobilenet_v2", "all").x_train.shape[0] > 0
     assert pickle.loads(pickle.dumps(features)).arrays.keys() == features.arrays.keys(), "Tune pickles it"
     state = read_extraction(tmp_path / "extraction.json")
     assert (
@@ -100,15 +102,16 @@ def test_a_deadline_mid_way_keeps_the_finished_backbone_and_the_next_search_extr
 
     search = _search("{backbones: [mobilenet_v2, efficientnet_lite0], cuts: [all, top]}")
     space = build_space(search, {name: ["all", "top"] for name in backbones})
-    narrowed = space.only(features.backbones)
+    narrowed = space.only(features.backbones())
     assert narrowed.search.backbones == ["mobilenet_v2"] and list(narrowed.cuts_by_backbone) == ["mobilenet_v2"]
 
     again = dict(plan.extract(cache, backbones, "none", dataset, **options))
     assert [part.state for part in again.values()] == ["done", "done"]
     assert again["efficientnet_lite0"].stats.computed == images - 8 and again["mobilenet_v2"].stats.computed == 0
     both = FeatureSet.from_parts(again.values(), len(dataset.classes))
-    assert both.backbones == ["mobilenet_v2", "efficientnet_lite0"]
+    assert both.backbones() == ["mobilenet_v2", "efficientnet_lite0"]
     assert both.arrays["efficientnet_lite0/top"]["x_val"].shape[0] == both.arrays["mobilenet_v2/all"]["x_val"].shape[0]
+    assert both.sha1s["val"] == [r.sha1 for r in dataset.split("val")], "every photo readable: all rows, in order"
 
 
 def test_a_backbone_that_cannot_finish_at_the_measured_rate_is_not_started(tmp_path: Path, animals10: Path) -> None:
@@ -132,3 +135,30 @@ def test_a_backbone_that_cannot_finish_at_the_measured_rate_is_not_started(tmp_p
     state = read_extraction(tmp_path / "extraction.json")["efficientnet_lite0"]
     assert state["state"] == "skipped" and state["reason"].startswith("estimated ")
     assert state["reason"].endswith(" s left") and "s of extraction, " in state["reason"]
+
+
+def test_a_feature_set_keeps_only_the_rows_every_finished_backbone_could_read() -> None:
+    def part(name: str, train_rows: list[int]) -> BackbonePart:
+        x = np.array(train_rows, dtype=np.float32)[:, None]  # each row's value is its position in the split
+        arrays = {
+            f"{name}/all": {
+                "x_train": x,
+                "y_train": np.zeros(len(x), np.int32),
+                "x_val": x[:1],
+                "y_val": np.zeros(1, np.int32),
+            }
+        }
+        rows = {"train": train_rows, "val": train_rows[:1]}
+        return BackbonePart(name, "done", arrays, rows, {s: [f"sha{i}" for i in r] for s, r in rows.items()}, None)
+
+    late = BackbonePart("c", "interrupted", {}, {}, {}, None)
+    features = FeatureSet.from_parts([part("a", [0, 1, 2, 3]), part("b", [0, 2, 3]), late], num_classes=2)
+    assert features.backbones() == ["a", "b"], "the interrupted backbone is left out"
+    assert (
+        features.arrays["a/all"]["x_train"][:, 0].tolist()
+        == [0, 2, 3]
+        == features.arrays["b/all"]["x_train"][:, 0].tolist()
+    )
+    assert features.sha1s["train"] == ["sha0", "sha2", "sha3"]
+    with pytest.raises(AutomlError, match="no backbone's features were extracted"):
+        FeatureSet.from_parts([late], num_classes=2)

@@ -29,7 +29,7 @@ def train_baseline(
 
     if folder.baseline.is_file():
         return TrialResult.load(folder.baseline)
-    config = {**baseline_config(), "backbone": features.backbones[0], "cut": POOLED}
+    config = {**baseline_config(), "backbone": features.backbones()[0], "cut": POOLED}
     data = features.trial_data(config["backbone"], POOLED)
     result = train_trial(config, data, [TimeLimit(budget.time_limit(recipe.budget.trial_time))])
     result.save(folder.baseline)

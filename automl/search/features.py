@@ -133,7 +133,7 @@ class FeaturePlan:
             seconds = _estimate(missing, measured, extraction_cost(backbone))
             if missing and deadline is not None and time.time() + (seconds or 0.0) > deadline:
                 state.update(name, state="skipped", images=missing, reason=_skip_reason(seconds, deadline))
-                yield name, BackbonePart(name, "skipped", {}, {}, None)
+                yield name, BackbonePart(name, "skipped", {}, {}, {}, None)
                 continue
             state.start(name, missing, seconds)
             stats = cache.ensure(
@@ -152,7 +152,7 @@ class FeaturePlan:
                 measured = (state.rate(name), extraction_cost(backbone))
             if stats.interrupted:
                 state.update(name, state="interrupted", remaining=stats.remaining, seconds=round(stats.seconds, 1))
-                yield name, BackbonePart(name, "interrupted", {}, {}, stats)
+                yield name, BackbonePart(name, "interrupted", {}, {}, {}, stats)
                 continue
             part = self._load(cache, backbone, weights, dataset, stats)
             state.update(name, state="done", seconds=round(stats.seconds, 1))
@@ -177,7 +177,8 @@ class FeaturePlan:
                 **{f"x_{split}": features[split] for split in self.splits},
                 **{f"y_{split}": np.array([r.label for r in kept[split]], dtype=np.int32) for split in self.splits},
             }
-        return BackbonePart(backbone.name, "done", arrays, rows, stats)
+        sha1s = {split: [r.sha1 for r in kept[split]] for split in self.splits}
+        return BackbonePart(backbone.name, "done", arrays, rows, sha1s, stats)
 
 
 def extraction_cost(backbone: Backbone) -> float:
@@ -217,6 +218,8 @@ class BackbonePart:
     """`FeatureSet.arrays` entries of this backbone's cuts; empty unless done."""
     rows: dict[str, list[int]]
     """Per split, the positions in `dataset.split(split)` of the rows (the images this backbone could read)."""
+    sha1s: dict[str, list[str]]
+    """Per split, those rows' photos."""
     stats: ExtractStats | None
     """What the extraction did; None when skipped."""
 
@@ -312,6 +315,8 @@ class FeatureSet:
 
     arrays: dict[str, dict[str, np.ndarray]]
     num_classes: int
+    sha1s: dict[str, list[str]] = field(default_factory=dict)
+    """Each split's photos, in the rows' order (what cross-validation folds are a function of)."""
 
     @staticmethod
     def key(backbone: str, cut: str) -> str:
@@ -326,6 +331,8 @@ class FeatureSet:
             raise AutomlError("no backbone's features were extracted", hint="raise budget.time")
         splits = list(done[0].rows)
         common = {split: sorted(set.intersection(*(set(p.rows[split]) for p in done))) for split in splits}
+        sha1_at = {split: dict(zip(done[0].rows[split], done[0].sha1s[split], strict=True)) for split in splits}
+        sha1s = {split: [sha1_at[split][row] for row in common[split]] for split in splits}
         arrays: dict[str, dict[str, np.ndarray]] = {}
         for part in done:
             take = {split: _positions(part.rows[split], common[split]) for split in splits}
@@ -333,12 +340,11 @@ class FeatureSet:
                 arrays[key] = {
                     name: array if take[name[2:]] is None else array[take[name[2:]]] for name, array in values.items()
                 }
-        return cls(arrays=arrays, num_classes=num_classes)
+        return cls(arrays=arrays, num_classes=num_classes, sha1s=sha1s)
 
-    @property
     def backbones(self) -> list[str]:
-        """The backbones it holds, in order (a search's: cheapest first)."""
-        return list(dict.fromkeys(key.split("/")[0] for key in self.arrays))
+        """The backbones with pooled vectors, in the plan's order (a search's: cheapest first)."""
+        return [key.split("/")[0] for key in self.arrays if key.endswith(f"/{POOLED}")]
 
     def trial_data(self, backbone: str, cut: str, rest: Any = None) -> TrialData:
         from automl.train import TrialData
