@@ -20,6 +20,7 @@ from automl.search.features import (
     BackbonePart,
     ExtractionLog,
     FeaturePlan,
+    FeatureReport,
     FeatureSet,
     describe_extraction,
     extraction_cost,
@@ -87,6 +88,11 @@ def test_a_deadline_mid_way_keeps_the_finished_backbone_and_the_next_search_extr
     parts = dict(plan.extract(cache, backbones, "none", dataset, deadline=deadline, state=log, **options))
 
     assert [parts[name].state for name in parts] == ["done", "interrupted"]
+    report = FeatureReport()
+    for part in parts.values():
+        report.add(part)
+    assert report.to_record().backbones == {"mobilenet_v2": "done", "efficientnet_lite0": "interrupted"}
+    assert (report.finished, report.computed, report.reused) == (["mobilenet_v2"], 8, images)
     assert parts["efficientnet_lite0"].stats.computed == 8 and parts["efficientnet_lite0"].arrays == {}
     features = FeatureSet.from_parts(parts.values(), len(dataset.classes))
     assert features.backbones() == ["mobilenet_v2"] and features.trial_data("mobilenet_v2", "all").x_train.shape[0] > 0

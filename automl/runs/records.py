@@ -79,6 +79,9 @@ class CacheUse(_Record):
     cache_misses: int = 0
     failed: list[UnreadableFile] = Field(default_factory=list)
     repaired: list[str] = Field(default_factory=list)
+    backbones: dict[str, str] = Field(default_factory=dict)
+    """Each backbone's extraction: `done`, `interrupted` (at the deadline, parts kept) or `skipped` (for time);
+    only `done` ones were in the search space."""
 
 
 class RayCluster(_Record):

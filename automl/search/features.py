@@ -413,6 +413,7 @@ class FeatureReport:
             cache_misses=self.computed,
             failed=[UnreadableFile(file=str(f.path), reason=f.reason) for f in self.failed],
             repaired=self.repaired,
+            backbones=dict(self.states),
         )
 
 
