@@ -147,8 +147,12 @@ def evaluate_run(
     *,
     internal_classes: Iterable[str] = (),
     extra: dict[str, Any] | None = None,
+    runtimes: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run's exported model on the test split, export and check the other runtimes, write metrics.json.
+
+    Without `runtimes` (a search whose time budget cannot pay for the conversions) only the Keras model is
+    tested; `automl evaluate` on the run folder later does the rest.
 
     The SavedModel and both TFLite models are checked on the same decoded test photos, so their
     accuracy differences to Keras are exact, not estimated.
@@ -160,7 +164,9 @@ def evaluate_run(
     metrics = {
         "split": "test",
         **_metrics(model, scored, internal_classes),
-        "runtimes": model.export_runtimes(scored.images, scored.y_true, reference=scored.probabilities),
+        "runtimes": (
+            model.export_runtimes(scored.images, scored.y_true, reference=scored.probabilities) if runtimes else None
+        ),
         **(extra or {}),
     }
     TestMetrics.model_validate(metrics).write(folder.metrics)

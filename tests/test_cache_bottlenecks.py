@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,12 +125,14 @@ def test_ray_executor_shards_over_two_nodes(tmp_path: Path, backbone, records) -
         cache = BottleneckCache(tmp_path)
         stats = cache.ensure(backbone, WEIGHTS, ["all"], records[:16], progress=False)  # auto: 2 nodes → ray
         writers = {p.path.name for p in _parts(cache, backbone, "all")}
+        late = cache.ensure(backbone, WEIGHTS, ["all"], records, progress=False, deadline=time.time() - 1)
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert (stats.computed, stats.failed) == (16, [])
     assert len(writers) == 2  # one part per node
     assert cache.load(backbone, WEIGHTS, "all", [r.sha1 for r in records[:16]]).shape == (16, backbone.feature_size)
+    assert (late.interrupted, late.computed, late.remaining, late.reused) == (True, 0, 24, 16), "each node stopped"
 
 
 def test_the_none_cut_stores_the_decoded_pixels_as_uint8_without_a_forward_pass(
@@ -173,3 +176,53 @@ def test_load_splits_reads_each_part_once_for_every_split(tmp_path: Path, backbo
     assert together["test"].shape == (0, backbone.feature_size)
     with pytest.raises(CacheError, match="1 of 10 images have no 'all' features"):
         cache.load_splits(backbone, WEIGHTS, "all", {"train": splits["train"], "val": [*splits["val"], "d" * 40]})
+
+
+def _stalls_until(deadline: float, after: int):
+    """An `on_advance` that, once `after` images are handled, waits for `deadline` to pass: the deadline then
+    passes mid-way through the extraction, at a known batch (the batches before it are in flight or done)."""
+    handled = [0]
+
+    def on_advance(count: int) -> None:
+        handled[0] += count
+        if handled[0] >= after:
+            time.sleep(max(0.0, deadline - time.time()) + 0.05)
+
+    return on_advance
+
+
+@pytest.mark.parametrize("engine", ["tensorflow", "openvino"])
+def test_a_deadline_stops_extraction_with_its_parts_kept_and_the_next_ensure_computes_the_rest(
+    tmp_path: Path, backbone, records, engine: str
+) -> None:
+    BottleneckCache(tmp_path / "warm").ensure(backbone, WEIGHTS, ["all"], records[:1], progress=False, engine=engine)
+    cache = BottleneckCache(tmp_path / "cache")
+    deadline = time.time() + 5.0  # far beyond the first two batches of 8 once the model is built (above)
+    first = cache.ensure(
+        backbone,
+        WEIGHTS,
+        ["all", "top"],
+        records,
+        progress=False,
+        engine=engine,
+        batch_size=8,
+        deadline=deadline,
+        on_advance=_stalls_until(deadline, after=16),
+    )
+    assert first.interrupted and first.computed == 8 and first.remaining == 32, "batch 2 was not started"
+    assert sum(p.manifest.rows for p in _parts(cache, backbone, "all")) == 8, "the finished batch is committed"
+
+    rest = cache.ensure(backbone, WEIGHTS, ["all", "top"], records, progress=False, engine=engine)
+    assert (rest.interrupted, rest.computed, rest.reused) == (False, 32, 8)
+    for cut in ("all", "top"):
+        stored = [sha1 for part in _parts(cache, backbone, cut) for sha1 in cache.store.sha1s(part)]
+        assert sorted(stored) == sorted(r.sha1 for r in records), f"{cut}: every image once, no duplicates"
+    assert cache.store.check_all(delete=False) == [], "`cache verify` finds nothing wrong"
+
+
+def test_a_deadline_already_passed_computes_nothing_and_leaves_no_part(tmp_path: Path, backbone, records) -> None:
+    cache = BottleneckCache(tmp_path)
+    stats = cache.ensure(backbone, WEIGHTS, ["all"], records, progress=False, deadline=time.time() - 1)
+    assert (stats.interrupted, stats.computed, stats.remaining) == (True, 0, 40)
+    assert _parts(cache, backbone, "all") == []
+    assert cache.missing(backbone, WEIGHTS, ["all"], records) == 40

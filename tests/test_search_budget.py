@@ -19,7 +19,7 @@ def _recipe(budget: str):
 def test_the_deadline_keeps_the_final_reserve_and_a_too_short_budget_is_refused() -> None:
     started = time.time()
     budget = SearchBudget.start(_recipe("{time: 10m, target_accuracy: 0.9}"), started)
-    assert budget.deadline == pytest.approx(started + 600 - final_reserve(600)) and final_reserve(600) == 72
+    assert budget.deadline == pytest.approx(started + 600 - final_reserve(600)) and final_reserve(600) == 90
     assert budget.time_limit(30.0) == 30.0 and budget.time_limit(None) == pytest.approx(
         budget.deadline - time.time(), abs=1
     )
@@ -29,6 +29,7 @@ def test_the_deadline_keeps_the_final_reserve_and_a_too_short_budget_is_refused(
     with pytest.raises(AutomlError, match="spent before the first trial"):
         late.ensure_time_for_trials(feature_seconds=95.0)
     assert late.deadline - time.time() < MIN_TRIAL_S
+    assert budget.left() == pytest.approx(started + 600 - time.time(), abs=1), "the trials' deadline + the reserve"
 
 
 def test_the_target_stops_all_and_the_stop_reason_names_the_budget() -> None:

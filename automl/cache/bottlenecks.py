@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -61,6 +61,8 @@ class BottleneckCache:
         batch_size: int = DEFAULT_BATCH_SIZE,
         engine: EngineChoice = "auto",
         views: Iterable[str] = (ORIGINAL,),
+        deadline: float | None = None,
+        on_advance: Callable[[int], None] | None = None,
     ) -> ExtractStats:
         """Make every (cut, view, record) available, computing only what the cache lacks.
 
@@ -71,7 +73,10 @@ class BottleneckCache:
         must then be a folder shared by every node); `auto` picks `ray` when Ray is initialised with more
         than one node. `engine` runs the frozen part: `auto` (OpenVINO when installed), `openvino` or
         `tensorflow`; the features, hence the cache, are the same either way (`automl.cache.engines`).
-        Undecodable images are returned in `failed`, never raised.
+        Undecodable images are returned in `failed`, never raised. At `deadline` (wall clock, `time.time()`;
+        every node's clock on a cluster) extraction stops cleanly: the finished parts are committed, so the
+        next `ensure` reuses them, and the stats say `interrupted` with the images `remaining`.
+        `on_advance(n)`: n more images handled (local extraction only).
         """
         start = time.perf_counter()
         keys = {
@@ -90,7 +95,15 @@ class BottleneckCache:
             if groups:
                 if use_cluster(executor):
                     stats.add(
-                        extract_on_cluster(self.store, backbone, weights, groups, batch_size=batch_size, engine=engine)
+                        extract_on_cluster(
+                            self.store,
+                            backbone,
+                            weights,
+                            groups,
+                            batch_size=batch_size,
+                            engine=engine,
+                            deadline=deadline,
+                        )
                     )
                     self._check_shared(keys, groups, stats)
                 else:
@@ -103,12 +116,27 @@ class BottleneckCache:
                             batch_size=batch_size,
                             progress=progress,
                             engine=engine,
+                            deadline=deadline,
+                            on_advance=on_advance,
                         )
                     )
         for skipped in stats.failed:
             log.warning("bottleneck cache: skipped %s: %s", skipped.path, skipped.reason)
         stats.seconds = time.perf_counter() - start
         return stats
+
+    def missing(
+        self,
+        backbone: Backbone,
+        weights: str,
+        cuts: Iterable[str],
+        records: Sequence[ImageRecord],
+        views: Iterable[str] = (ORIGINAL,),
+    ) -> int:
+        """Images of `records` that lack some of `cuts` (in some of `views`): what an `ensure` would compute."""
+        keys = [self.key(backbone, weights, cut, view) for view in check_views(views) for cut in dict.fromkeys(cuts)]
+        cached = [self._index(key).where.keys() for key in keys]
+        return len({r.sha1 for r in records if any(r.sha1 not in where for where in cached)})
 
     def load(
         self,
@@ -179,8 +207,8 @@ class BottleneckCache:
             expected = [
                 r.sha1 for cuts, records in groups.items() if cut in cuts for r in records if r.path not in failed
             ]
-            unseen = sum(1 for sha1 in expected if sha1 not in visible)
-            if unseen:
+            unseen = stats.computed_by_cut.get(cut, 0) - sum(1 for sha1 in expected if sha1 in visible)
+            if unseen > 0:  # compared with what the nodes computed: an interrupted extraction leaves the rest
                 raise CacheError(
                     f"{self.root}: {unseen} {cut!r} features written by other Ray nodes are not visible here",
                     hint="the cache folder must be shared by every node (NFS, a mounted bucket): set the recipe's "

@@ -70,11 +70,13 @@ def extract_on_cluster(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     engine: EngineChoice = "auto",
+    deadline: float | None = None,
 ) -> ExtractStats:
     """Run `extract` on every node for its shard of `groups` and add up their stats.
 
     The backbone travels by name (the nodes load it from their own registry, so its plugin must be
-    installed on every node); records travel as paths, which must be valid on the nodes.
+    installed on every node); records travel as paths, which must be valid on the nodes. Each node stops at
+    `deadline` (its own wall clock) with its finished parts committed; the stats add up what the nodes left.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -85,7 +87,7 @@ def extract_on_cluster(
         task.options(
             name=f"extract {backbone.name}",  # the task's name in Ray's dashboard
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        ).remote(str(store.root), backbone.name, weights, part, batch_size, engine)
+        ).remote(str(store.root), backbone.name, weights, part, batch_size, engine, deadline)
         for (node_id, _cpus), part in zip(nodes, shard(groups, [cpus for _node, cpus in nodes]), strict=True)
         if part
     ]
@@ -96,9 +98,16 @@ def extract_on_cluster(
 
 
 def _extract_shard(
-    root: str, backbone_name: str, weights: str, groups: CutGroups, batch_size: int, engine: EngineChoice
+    root: str,
+    backbone_name: str,
+    weights: str,
+    groups: CutGroups,
+    batch_size: int,
+    engine: EngineChoice,
+    deadline: float | None,
 ) -> ExtractStats:
     """One node's share, in a Ray worker: the same pipeline as a local extraction, without a progress bar."""
     from automl.backbones.registry import get_backbone
 
-    return extract(PartStore(root), get_backbone(backbone_name), weights, groups, batch_size=batch_size, engine=engine)
+    backbone = get_backbone(backbone_name)
+    return extract(PartStore(root), backbone, weights, groups, batch_size=batch_size, engine=engine, deadline=deadline)

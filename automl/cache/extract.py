@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,10 @@ class ExtractStats:
     """Activations computed per cut (an image missing two cuts counts under both)."""
     repaired: list[str] = field(default_factory=list)
     """Damaged parts found, deleted and recomputed: 'path: reason'."""
+    interrupted: bool = False
+    """The deadline passed first: what was computed is committed (the next `ensure` reuses it)."""
+    remaining: int = 0
+    """Images left to compute when interrupted."""
 
     def add(self, other: ExtractStats) -> None:
         """Fold in the stats of another extraction (a Ray shard, another cut group)."""
@@ -68,6 +72,8 @@ class ExtractStats:
         for cut, count in other.computed_by_cut.items():
             self.computed_by_cut[cut] = self.computed_by_cut.get(cut, 0) + count
         self.repaired.extend(other.repaired)
+        self.interrupted = self.interrupted or other.interrupted
+        self.remaining += other.remaining
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,12 @@ def decoded_batches(
     *,
     done: Callable[[int], None] = lambda _count: None,
     workers: int | None = None,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Batches of decoded images in record order; undecodable files go to `failed` and are left out.
 
     At most four batches are in flight, so a slow forward pass never lets decoded images pile up.
-    `done(1)` is called for every record handled, decoded or not (the progress bar).
+    `done(1)` is called for every record handled, decoded or not (the progress bar). Closing the generator
+    early (a deadline) cancels the decodes not started yet.
     """
     workers = workers or min(4, os.cpu_count() or 1)
     window = 4 * batch_size
@@ -107,23 +114,37 @@ def decoded_batches(
         upcoming = iter(records)
         sha1s: list[str] = []
         images: list[np.ndarray] = []
-        while True:
-            while len(pending) < window and (record := next(upcoming, None)) is not None:
-                pending.append((record, pool.submit(decode_file, record.path, resize)))
-            if not pending:
-                break
-            record, future = pending.popleft()
-            try:
-                images.append(future.result())
-                sha1s.append(record.sha1)
-            except ImageError as exc:
-                failed.append(SkippedFile(record.path, exc.reason))
-            done(1)
-            if len(images) == batch_size:
+        try:
+            while True:
+                while len(pending) < window and (record := next(upcoming, None)) is not None:
+                    pending.append((record, pool.submit(decode_file, record.path, resize)))
+                if not pending:
+                    break
+                record, future = pending.popleft()
+                try:
+                    images.append(future.result())
+                    sha1s.append(record.sha1)
+                except ImageError as exc:
+                    failed.append(SkippedFile(record.path, exc.reason))
+                done(1)
+                if len(images) == batch_size:
+                    yield Batch(sha1s, np.stack(images))
+                    sha1s, images = [], []
+            if images:
                 yield Batch(sha1s, np.stack(images))
-                sha1s, images = [], []
-        if images:
-            yield Batch(sha1s, np.stack(images))
+        finally:  # closed early (a deadline): drop the decodes not started, so the pool shuts down at once
+            for _record, future in pending:
+                future.cancel()
+
+
+def until(batches: Iterator[Batch], deadline: float | None, stopped: list[bool]) -> Iterator[Batch]:
+    """`batches` while the wall clock is before `deadline`; then stops (and sets `stopped[0]`), so the engine
+    finishes the batches it holds and no new one starts. Works for every engine: each stops when its input ends."""
+    for batch in batches:
+        if deadline is not None and time.time() >= deadline:
+            stopped[0] = True
+            return
+        yield batch
 
 
 _built: dict[tuple[str, str], object] = {}
@@ -165,35 +186,50 @@ def extract(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     engine: EngineChoice = "auto",
+    deadline: float | None = None,
+    on_advance: Callable[[int], None] | None = None,
 ) -> ExtractStats:
-    """Compute each group's missing cuts for its images and commit them as parts; the caller holds the lock."""
+    """Compute each group's missing cuts for its images and commit them as parts; the caller holds the lock.
+
+    At `deadline` (wall clock, `time.time()`) no new batch starts: the batches in flight finish, every
+    finished batch is committed, and the stats say `interrupted` with the images left. `on_advance(n)` is
+    called as images are handled (the run folder's extraction state).
+    """
     stats = ExtractStats()
     total = sum(len(records) for records in groups.values())
     if not total:
         return stats
     weights_id = backbone.weights_id(weights)
+    stopped = [deadline is not None and time.time() >= deadline]
     writer = PartWriter(store)
-    with _progress_bar(progress, total, backbone.name) as advance:
+    with _progress_bar(progress, total, backbone.name, on_advance) as advance:
         try:
             for labels, records in groups.items():
+                if stopped[0]:
+                    break
                 by_view: dict[str, list[str]] = {}
                 for cut, view in map(parse_label, labels):
                     by_view.setdefault(view, []).append(cut)
                 cuts = list(dict.fromkeys(cut for view_cuts in by_view.values() for cut in view_cuts))
                 view_of: dict[int, str] = {}
-                batches = decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance)
-                for batch, values in _activations(backbone, weights, cuts, engine)(_viewed(batches, by_view, view_of)):
-                    view = view_of.pop(id(batch))
-                    for cut in by_view[view]:
-                        key = CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id, view)
-                        label = entry_label(cut, view)
-                        writer.add(key, batch.sha1s, values[cut])
-                        stats.computed_by_cut[label] = stats.computed_by_cut.get(label, 0) + len(batch.sha1s)
-                    if view == next(iter(by_view)):  # an image counts once, whatever views it missed
-                        stats.computed += len(batch.sha1s)
+                decoded = decoded_batches(records, backbone.resize, batch_size, stats.failed, done=advance)
+                with contextlib.closing(decoded):
+                    viewed = _viewed(until(decoded, deadline, stopped), by_view, view_of)
+                    for batch, values in _activations(backbone, weights, cuts, engine)(viewed):
+                        view = view_of.pop(id(batch))
+                        for cut in by_view[view]:
+                            key = CacheKey(backbone.name, weights_id, cut, backbone.preprocessing_id, view)
+                            label = entry_label(cut, view)
+                            writer.add(key, batch.sha1s, values[cut])
+                            stats.computed_by_cut[label] = stats.computed_by_cut.get(label, 0) + len(batch.sha1s)
+                        if view == next(iter(by_view)):  # an image counts once, whatever views it missed
+                            stats.computed += len(batch.sha1s)
         finally:
             writer.close()
     stats.bytes = writer.bytes_written
+    if stopped[0]:
+        stats.interrupted = True
+        stats.remaining = total - stats.computed - len(stats.failed)
     return stats
 
 
@@ -236,10 +272,13 @@ def _activations(backbone: Backbone, weights: str, cuts: Sequence[str], engine: 
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, name: str) -> Iterator[Callable[[int], None]]:
-    """A rich bar on stderr with images/s and ETA; a no-op when disabled (tests, Ray workers, --json)."""
+def _progress_bar(
+    enabled: bool, total: int, name: str, on_advance: Callable[[int], None] | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A rich bar on stderr with images/s and ETA, also calling `on_advance`; without `enabled` (tests, Ray
+    workers, --json), `on_advance` alone."""
     if not enabled:
-        yield lambda _count: None
+        yield on_advance or (lambda _count: None)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -258,6 +297,8 @@ def _progress_bar(enabled: bool, total: int, name: str) -> Iterator[Callable[[in
         def advance(count: int) -> None:
             done = bar.tasks[0].completed + count
             bar.update(task, advance=count, rate=done / max(time.perf_counter() - start, 1e-9))
+            if on_advance is not None:
+                on_advance(count)
 
         yield advance
 

@@ -129,7 +129,7 @@ def build(
     from automl.engines import resolve as resolve_engine
     from automl.paths import cache_root
     from automl.recipe import load_recipe
-    from automl.search.features import FeaturePlan
+    from automl.search.features import FeaturePlan, extraction_cost
 
     if executor not in ("auto", "local", "ray"):
         raise InputError(f"--executor {executor!r} is not allowed", hint="use local, ray or auto")
@@ -138,7 +138,11 @@ def build(
     dataset = Dataset.from_recipe(recipe.data, progress=not as_json)
     cache = BottleneckCache(cache_root(recipe.cache))
     backbones = {name: get_backbone(name) for name in recipe.search.backbones}
-    plan = FeaturePlan.for_search(recipe.search, {name: list(b.cut_points()) for name, b in backbones.items()})
+    plan = FeaturePlan.for_search(
+        recipe.search,
+        {name: list(b.cut_points()) for name, b in backbones.items()},
+        {name: extraction_cost(b) for name, b in backbones.items()},
+    )
     all_stats = plan.ensure(
         cache,
         backbones,

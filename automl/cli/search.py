@@ -72,6 +72,7 @@ def status(
 ) -> None:
     """Leaderboard of a running or finished search: every trial's status, accuracy, time and configuration."""
     from automl.runs import RunFolder, RunFolderError, Summary
+    from automl.search.features import describe_extraction, read_extraction
     from automl.search.tune_state import read_trials
 
     folder = RunFolder(run_dir)
@@ -91,10 +92,12 @@ def status(
             hint="trials.parquet or summary.json was truncated or edited; `automl search --resume` rewrites them",
         ) from None
     state = "finished" if summary else "running or stopped"
+    extraction = read_extraction(folder.extraction)
     if as_json:
         payload = {
             "run_dir": str(run_dir),
             "state": state,
+            "extraction": extraction,
             "counts": asdict(counts),
             "trials": [trial.to_row() for trial in shown],
             "summary": summary.model_dump(mode="json") if summary else None,
@@ -113,6 +116,8 @@ def status(
     for row in rows:
         table.add_row(*(safe(cell) for cell in row))
     Console().print(table)
+    for line in describe_extraction(extraction):
+        typer.echo(plain(f"features: {line}"))
     if summary:
         typer.echo(plain(f"stop reason: {summary.stop_reason}; model: {summary.model}"))
 

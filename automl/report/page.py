@@ -410,7 +410,10 @@ def misclassified_section(run: Run) -> str:
 def runtimes_section(run: Run) -> str:
     runtimes = run.metrics.get("runtimes")
     if not runtimes:
-        return _note("no exported runtimes checked (metrics.json has no `runtimes`)")
+        return _note(
+            "no exported runtimes checked: the search's time budget could not pay for the conversions "
+            "(`automl evaluate RUN_DIR DATA` converts and checks them)"
+        )
     rows = [("Keras (.keras)", _percent(runtimes["keras"]["top1"]), "–", "–", "–", "–")]
     for key, name in (
         ("saved_model", "TF SavedModel"),

@@ -8,6 +8,7 @@ labels.json  metrics.json (`TestMetrics`)  audit.json (`automl.audit`)  report.h
 model/                 the exported model (automl.exported)
 baseline.npz           the default configuration's TrialResult (reused on resume)
 optuna.log             the Optuna study the sampler uses (JournalStorage: `optuna-dashboard optuna.log`)
+extraction.json        each backbone's feature extraction: state, images/s, ETA (`automl.search.features`)
 mlflow.json            the MLflow parent run's ids, when MLflow tracking is on (reused on resume)
 tune/origin            the run folder's path when the search started (Tune's state keeps it)
 tune/search/           Ray Tune: experiment state, one folder per trial (CSV, JSON, TensorBoard logs, and, for
@@ -39,6 +40,7 @@ RESULT_FILE = "trial_result.npz"
 AUDIT_FILE = "audit.json"
 STUDY_FILE = "optuna.log"
 TRACKING_FILE = "mlflow.json"
+EXTRACTION_FILE = "extraction.json"
 """The `TrialResult` inside each finished trial's checkpoint."""
 
 
@@ -112,6 +114,10 @@ class RunFolder:
     @property
     def tracking(self) -> Path:
         return self.root / TRACKING_FILE
+
+    @property
+    def extraction(self) -> Path:
+        return self.root / EXTRACTION_FILE
 
     @property
     def shared_artifacts(self) -> tuple[Path, ...]:

@@ -79,6 +79,9 @@ class CacheUse(_Record):
     cache_misses: int = 0
     failed: list[UnreadableFile] = Field(default_factory=list)
     repaired: list[str] = Field(default_factory=list)
+    backbones: dict[str, str] = Field(default_factory=dict)
+    """Each backbone's extraction: `done`, `interrupted` (at the deadline, parts kept) or `skipped` (for time);
+    only `done` ones were in the search space."""
 
 
 class RayCluster(_Record):
@@ -150,6 +153,8 @@ class Summary(_Record):
     selection: SelectionSummary | None = None
     provisional: bool = False
     """True while the search runs: the model in the run folder is the best so far, not the final one."""
+    first_model_seconds: float | None = None
+    """Seconds from the start to the first model in the run folder (LR-CV on the cheapest backbone)."""
 
 
 class TestMetrics(_Record):

@@ -1,6 +1,7 @@
 """The baseline: the default configuration (`automl.train.baseline_config`) trained alone on the first
-backbone's pooled vectors before the search, so the search's best can be judged against it (and is
-never worse: the baseline is a candidate for the exported model too).
+(cheapest, extracted first: `FeaturePlan.for_search`) backbone's pooled vectors before the search, so the
+search's best can be judged against it (and is never worse: the baseline is a candidate for the exported
+model too).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def train_baseline(
 
     if folder.baseline.is_file():
         return TrialResult.load(folder.baseline)
-    config = {**baseline_config(), "backbone": recipe.search.backbones[0], "cut": POOLED}
+    config = {**baseline_config(), "backbone": features.backbones()[0], "cut": POOLED}
     data = features.trial_data(config["backbone"], POOLED)
     result = train_trial(config, data, [TimeLimit(budget.time_limit(recipe.budget.trial_time))])
     result.save(folder.baseline)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from automl.recipe import Recipe, dump_recipe
 from automl.runs.folder import RunFolder
 from automl.runs.records import BaselineResult, BestTrial, RayCluster, Summary
 from automl.runs.trials import TrialRecord, TrialTable
-from automl.search.budget import SearchBudget, trial_count
+from automl.search.budget import AUDIT_S, RUNTIMES_S, SearchBudget, trial_count
 from automl.search.export import export_choice
 from automl.search.selection import selection_summary
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from automl.data.dataset import Dataset
     from automl.monitoring.mlflow_logging import Tracking
     from automl.search.cluster import RaySession
-    from automl.search.features import FeatureReport, FeatureSet
+    from automl.search.features import BackbonePart, FeatureReport, FeatureSet
     from automl.search.selection import Candidate, Choice
     from automl.search.space import SearchSpace
 
@@ -108,13 +108,18 @@ def run_search(
     with phases.measure("ray_start"):
         session = _connect(recipe, address, console)
     tracking = _watch(recipe, folder, console)
-    features, feature_report = _features(recipe, dataset, backbones, space, console)
+    first_model = FirstModel(recipe, dataset, backbones, folder, console, started)
+    features, feature_report, space = _features(
+        recipe, dataset, backbones, space, folder, budget, console, on_done=first_model
+    )
     phases.seconds["features"] = round(feature_report.seconds, 2)
     with phases.measure("lr_cv"):
         development = _development_pool(recipe, features)
         candidates = _lr_cv(development, features, console)
     with phases.measure("provisional_export"):
-        _export_provisional(recipe, dataset, backbones, development, candidates, folder, console)
+        if len(candidates) > 1:  # the first backbone's model is there already: the best of all of them now
+            provisional = _choose(recipe, development, candidates, console, quiet=True)
+            _export_provisional(recipe, dataset, backbones, provisional, folder, console, started)
     budget.ensure_time_for_trials(feature_report.seconds)
     with phases.measure("baseline"):
         baseline = train_baseline(recipe, features, folder, budget, console)
@@ -128,7 +133,10 @@ def run_search(
         candidates += _finalists(trials, development, features, budget, console)
         choice = _choose(recipe, development, candidates, console)
     with phases.measure("export_and_test"):
-        metrics = export_choice(recipe, dataset, backbones, choice, folder)
+        runtimes = budget.left() > RUNTIMES_S + AUDIT_S
+        if not runtimes:
+            console.print("[yellow]export:[/yellow] no time left to convert and check SavedModel/TFLite/OpenVINO")
+        metrics = export_choice(recipe, dataset, backbones, choice, folder, runtimes=runtimes)
     assert metrics is not None
     estimate = choice.estimate()
     summary = Summary(
@@ -154,9 +162,13 @@ def run_search(
         ray=RayCluster(address=session.address, dashboard=session.dashboard_url, nodes=session.nodes),
         machine=describe_machine(),
         selection=selection_summary(choice),
+        first_model_seconds=first_model.seconds,
     )
     summary.write(folder.summary)
-    audit_run(folder.root)  # audit.json, shown by the report; never raises (automl.audit.run)
+    if budget.left() > AUDIT_S:
+        audit_run(folder.root, probabilities=_oof_by_photo(choice, features))  # never raises (automl.audit.run)
+    else:
+        console.print("[yellow]audit:[/yellow] no time left; `automl data audit RECIPE` runs it on the cached features")
     _write_report(folder, console)
     if tracking is not None:  # results and files on the MLflow parent run
         tracking.finish(folder.root, summary.model_dump(mode="json"))
@@ -245,11 +257,23 @@ def _connect(recipe: Recipe, address: str | None, console: Console) -> RaySessio
 
 
 def _features(
-    recipe: Recipe, dataset: Dataset, backbones: dict[str, Backbone], space: SearchSpace, console: Console
-) -> tuple[FeatureSet, FeatureReport]:
-    from automl.search.features import FeaturePlan, prepare_features
+    recipe: Recipe,
+    dataset: Dataset,
+    backbones: dict[str, Backbone],
+    space: SearchSpace,
+    folder: RunFolder,
+    budget: SearchBudget,
+    console: Console,
+    *,
+    on_done: Callable[[BackbonePart], None] | None = None,
+) -> tuple[FeatureSet, FeatureReport, SearchSpace]:
+    """Extract backbone by backbone, cheapest first, until `MIN_TRIAL_S` before the trials' deadline; the
+    features and the space on the backbones that finished (the others' parts stay cached for the next search)."""
+    from automl.search.budget import MIN_TRIAL_S
+    from automl.search.features import ExtractionLog, FeaturePlan, extraction_cost, prepare_features
 
-    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone)
+    costs = {name: extraction_cost(backbone) for name, backbone in backbones.items()}
+    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone, costs)
     features, report = prepare_features(
         dataset,
         backbones,
@@ -258,12 +282,18 @@ def _features(
         cache_root(recipe.cache),
         progress=console.is_terminal,
         engine=recipe.resources.engine,
+        deadline=budget.deadline - MIN_TRIAL_S if math.isfinite(budget.deadline) else None,
+        state=ExtractionLog(folder.extraction),
+        on_done=on_done,
     )
     console.print(
         f"[bold]features[/bold] {report.seconds:.1f} s: {report.reused} cached, {report.computed} computed, "
         f"{len(report.failed)} unreadable; {features.nbytes / 2**20:.0f} MB shared with the trials"
     )
-    return features, report
+    for name, state in report.states.items():
+        if state != "done":
+            console.print(f"[yellow]features:[/yellow] {name} {state} for time; left out of the search space")
+    return features, report, space.only(report.finished)
 
 
 def _trials(
@@ -348,13 +378,17 @@ def _finalists(
     return finalists
 
 
-def _choose(recipe: Recipe, development: Development, candidates: list[Candidate], console: Console) -> Choice:
+def _choose(
+    recipe: Recipe, development: Development, candidates: list[Candidate], console: Console, *, quiet: bool = False
+) -> Choice:
     from automl.search.selection import choose
 
     search = recipe.search
     choice = choose(
         candidates, development.y, development.k, ensemble=search.ensemble, max_members=search.ensemble_max_members
     )
+    if quiet:
+        return choice
     estimate = choice.estimate()
     low, high = estimate["accuracy_ci95"]
     console.print(
@@ -368,33 +402,72 @@ def _export_provisional(
     recipe: Recipe,
     dataset: Dataset,
     backbones: dict[str, Backbone],
-    development: Development,
-    candidates: list[Candidate],
+    choice: Choice,
     folder: RunFolder,
     console: Console,
+    started: float,
 ) -> None:
-    """The best model so far into the run folder, before any trial: a search stopped from here on leaves one.
+    """The best model so far into the run folder: a search stopped from here on leaves one.
 
     `summary.json` says `provisional: true` until the final model replaces it (both written atomically).
     """
-    from automl.search.export import export_choice
-    from automl.search.selection import choose
-
-    search = recipe.search
-    choice = choose(
-        candidates, development.y, development.k, ensemble=search.ensemble, max_members=search.ensemble_max_members
-    )
     export_choice(recipe, dataset, backbones, choice, folder, test=False)
     estimate = choice.estimate()
     Summary(
         run_dir=str(folder.root),
         recipe=recipe.name,
         provisional=True,
+        wall_seconds=round(time.time() - started, 1),
         best=BestTrial(trial=choice.name, config=_config_of(choice), val_accuracy=estimate["accuracy"]),
         model=str(folder.model),
         selection=selection_summary(choice),
     ).write(folder.summary)
-    console.print(f"[bold]provisional model[/bold] {choice.name} in {folder.model}")
+    console.print(
+        f"[bold]provisional model[/bold] {choice.name} (cross-validated accuracy {estimate['accuracy']:.4f}) "
+        f"in {folder.model}, {time.time() - started:.0f} s after the start"
+    )
+
+
+class FirstModel:
+    """Called as each backbone's features are done (`prepare_features(on_done=...)`): the first one's LR-CV
+    model is exported at once, so the run folder holds a model while the other backbones are extracted."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        dataset: Dataset,
+        backbones: dict[str, Backbone],
+        folder: RunFolder,
+        console: Console,
+        started: float,
+    ) -> None:
+        self.recipe, self.dataset, self.backbones, self.folder = recipe, dataset, backbones, folder
+        self.console, self.started = console, started
+        self.seconds: float | None = None
+        """Seconds from the search's start to its first model in the run folder."""
+
+    def __call__(self, part: BackbonePart) -> None:
+        from automl.search.features import POOLED, FeatureSet
+        from automl.search.selection import Choice, Pool, lr_cv_candidate
+        from automl.selection.folds import assign_folds
+
+        if self.seconds is not None:
+            return
+        arrays = part.arrays[FeatureSet.key(part.backbone, POOLED)]
+        x = np.concatenate([arrays["x_train"], arrays["x_val"]])
+        y = np.concatenate([arrays["y_train"], arrays["y_val"]])
+        search = self.recipe.search
+        folds = assign_folds([*part.sha1s["train"], *part.sha1s["val"]], y.tolist(), k=search.folds, seed=search.seed)
+        candidate = lr_cv_candidate(part.backbone, Pool(x, y), folds, len(self.dataset.classes))
+        choice = Choice([candidate], np.ones(1), y, search.folds)
+        _export_provisional(self.recipe, self.dataset, self.backbones, choice, self.folder, self.console, self.started)
+        self.seconds = round(time.time() - self.started, 1)
+
+
+def _oof_by_photo(choice: Choice, features: FeatureSet) -> dict[str, list[float]]:
+    """The chosen model's out-of-fold probabilities by photo: what the audit judges labels by (no refit)."""
+    _, _, sha1s = features.pool(features.backbones()[0])
+    return {sha1: row.tolist() for sha1, row in zip(sha1s, choice.oof_probabilities, strict=True)}
 
 
 def _config_of(choice: Choice) -> dict[str, Value]:

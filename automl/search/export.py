@@ -84,9 +84,11 @@ def export_choice(
     folder: RunFolder,
     *,
     test: bool = True,
+    runtimes: bool = True,
 ) -> TestMetrics | None:
     """Assemble the chosen model (one member or a weighted ensemble), save it atomically in `folder.model`
-    and, with `test`, evaluate it on the test split (None without: a provisional model is not tested)."""
+    and, with `test`, evaluate it on the test split (None without: a provisional model is not tested),
+    with `runtimes` also converting and checking SavedModel, TFLite and OpenVINO (`evaluate_run`)."""
     from automl.evaluate import evaluate_run
     from automl.exported import ExportedModel
     from automl.search.selection import assemble_choice
@@ -127,5 +129,6 @@ def export_choice(
         [(record.path, dataset.classes[record.label]) for record in dataset.split("test")],
         internal_classes=recipe.data.imagenet_classes,
         extra={"val_accuracy": estimate["accuracy"], "best_trial": choice.name},
+        runtimes=runtimes,
     )
     return TestMetrics.model_validate(metrics)

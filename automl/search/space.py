@@ -47,6 +47,12 @@ class SearchSpace:
     def grid(self) -> bool:
         return self.search.sampler == "grid"
 
+    def only(self, backbones: Sequence[str]) -> SearchSpace:
+        """This space on `backbones` alone (those whose features a search could extract in its budget)."""
+        kept = [name for name in self.search.backbones if name in backbones]
+        search = self.search.model_copy(update={"backbones": kept})
+        return SearchSpace(search=search, cuts_by_backbone={name: self.cuts_by_backbone[name] for name in kept})
+
     def __call__(self, trial: optuna.Trial) -> Config:
         """Define-by-run: suggest the varying dimensions on `trial`; return the whole configuration.
 
