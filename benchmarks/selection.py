@@ -119,7 +119,10 @@ def one_seed(vectors: Vectors, backbones: tuple[str, ...], seed: int, classes: i
     best = min(backbones, key=lambda b: per_backbone[b]["oof"]["log_loss"])
     selection = greedy_selection(calibrated_oof, y_dev)
     comparison = compare_to_best_single(calibrated_oof, y_dev, selection, seed=seed)
-    ensemble_test = scores(y_test, blend(calibrated_test, selection.weights))
+    log_blend_oof = np.log(np.maximum(blend(calibrated_oof, selection.weights), 1e-300))
+    blend_temperature = fit_temperature(log_blend_oof, y_dev).temperature
+    log_blend_test = np.log(np.maximum(blend(calibrated_test, selection.weights), 1e-300))
+    ensemble_test = scores(y_test, softmax(log_blend_test, blend_temperature))
     kept = comparison.ensemble_wins
     nested = fold_mean_vs_refit(vectors.x[best][dev], y_dev, folds, per_backbone[best]["C"], classes)
     for entry in per_backbone.values():
@@ -134,6 +137,7 @@ def one_seed(vectors: Vectors, backbones: tuple[str, ...], seed: int, classes: i
         "ensemble": {
             "weights": {b: float(w) for b, w in zip(backbones, selection.weights, strict=True) if w > 0},
             "oof_log_loss": selection.log_loss,
+            "temperature": blend_temperature,
             "oof_difference": [comparison.difference, comparison.low, comparison.high],
             "share_not_better": comparison.share_not_better,
             "kept": kept,
@@ -211,7 +215,8 @@ def main() -> None:
         "LR-CV = multinomial logistic regression on standardised pooled vectors, C by 5-fold OOF log-loss,"
         " refit on train+val, backbone by OOF log-loss; calibrated = temperature fitted on its OOF logits;"
         " ensemble = Caruana greedy selection (25 rounds, with replacement) over the calibrated LR-CV models of"
-        f" {', '.join(backbones)}, kept when the paired bootstrap's 95 % interval of its OOF log-loss gain"
+        f" {', '.join(backbones)}, the blend recalibrated by one more temperature on its OOF probabilities"
+        " (softmax(log p / T)), kept when the paired bootstrap's 95 % interval of its OOF log-loss gain"
         " excludes 0. Test split used for scoring only.\n\n"
         + "\n".join(sections)
         + f"\nTotal {time.perf_counter() - started:.0f} s."

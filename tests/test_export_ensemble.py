@@ -1,7 +1,7 @@
 """automl.export.ensemble on real animals10 photos: EfficientNet-Lite0 + Lite1 with linear heads from scikit-learn.
 
-The exported ensemble must give the weighted average of its members' calibrated probabilities after a
-save and a safe-mode load, with each Lite0 forward pass shared by the heads on it.
+The exported ensemble must give the weighted average of its members' calibrated probabilities (then its
+own blend temperature) after a save and a safe-mode load, with each Lite0 forward pass shared by the heads on it.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def test_linear_head_reproduces_scikit_learn_on_cached_features(fitted: Fitted) 
     np.testing.assert_allclose(probabilities, model.predict_proba(scaler.transform(x)), atol=1e-5)
 
 
+def _sharpened(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(p) / T): the ensemble's own recalibration of its blend."""
+    logits = np.log(probabilities) / temperature
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _alone(member, files: list[Path], labels: list[str], folder: Path) -> np.ndarray:
     """The member exported on its own (its own resize), saved, loaded in safe mode, on `files`."""
     from automl.export.ensemble import assemble_ensemble
@@ -105,7 +112,7 @@ def test_exported_ensemble_is_the_weighted_average_of_its_calibrated_members(fit
         Member(lite1, "all", fitted.head(LITE1, 1.0), temperature=0.8, weight=0.3),
         Member(lite0, "all", fitted.head(LITE0, 0.01), temperature=1.2, weight=0.2),
     ]
-    model, resize = assemble_ensemble(members, fitted.classes)
+    model, resize = assemble_ensemble(members, fitted.classes, temperature=0.8)
     assert resize == lite1.resize  # the largest member's decode covers the other
     frozen = [layer.name for layer in model.layers if layer.name.endswith("_frozen")]
     assert sorted(frozen) == [f"{LITE0}_0_frozen", f"{LITE1}_1_frozen"]  # Lite0 runs once for its two heads
@@ -125,11 +132,11 @@ def test_exported_ensemble_is_the_weighted_average_of_its_calibrated_members(fit
     for member in members:
         single, _ = assemble_ensemble([member], fitted.classes)
         exact.append(np.asarray(single(lite0_pixels if member.backbone is lite0 else pixels.astype(np.float32))))
-    np.testing.assert_allclose(blended, 0.5 * exact[0] + 0.3 * exact[1] + 0.2 * exact[2], atol=1e-5)
+    np.testing.assert_allclose(blended, _sharpened(0.5 * exact[0] + 0.3 * exact[1] + 0.2 * exact[2], 0.8), atol=1e-5)
 
     # Close to each member run alone on its own decode of the photo (Pillow once, not Pillow then the graph).
     alone = [_alone(m, fitted.test_files, fitted.classes, tmp_path / f"member{i}") for i, m in enumerate(members)]
-    reference = 0.5 * alone[0] + 0.3 * alone[1] + 0.2 * alone[2]
+    reference = _sharpened(0.5 * alone[0] + 0.3 * alone[1] + 0.2 * alone[2], 0.8)
     assert np.abs(blended - reference).max() < 0.05
     assert (blended.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.95
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from automl.data.images import decode_image
 from automl.data.resize import Resize
-from automl.export.layers import CropResize, Temperature, WeightedAverage
+from automl.export.layers import CropResize, ProbabilityTemperature, Temperature, WeightedAverage
 
 
 def _square(photo: Path) -> np.ndarray:
@@ -37,6 +37,8 @@ def test_temperature_and_weighted_average():
     np.testing.assert_allclose(np.asarray(Temperature(2.0)(logits)), [[1.0, -2.0]])
     blended = WeightedAverage([3.0, 1.0])([np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32)])
     np.testing.assert_allclose(np.asarray(blended), [[0.75, 0.75]])
+    sharpened = np.asarray(ProbabilityTemperature(0.5)(np.array([[0.6, 0.3, 0.1]], dtype=np.float32)))
+    np.testing.assert_allclose(sharpened, [[0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46]], rtol=1e-5)  # p² renormalised
     with pytest.raises(ValueError, match="positive"):
         Temperature(0.0)
     with pytest.raises(ValueError, match="non-negative"):

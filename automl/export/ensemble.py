@@ -100,15 +100,18 @@ def _check(members: Sequence[Member], labels: Sequence[str]) -> None:
         raise InputError("ensemble weights sum to 0: give at least one member a positive weight")
 
 
-def assemble_ensemble(members: Sequence[Member], labels: Sequence[str]) -> tuple[keras.Model, Resize]:
+def assemble_ensemble(
+    members: Sequence[Member], labels: Sequence[str], *, temperature: float = 1.0
+) -> tuple[keras.Model, Resize]:
     """The ensemble model (float32 pixels at the returned resize, in [0, 255]) → class probabilities.
 
-    Save it with `ExportedModel.save(folder, model, labels, resize, {"members": [m.describe() ...]})`.
-    Members with weight 0 are left out of the graph.
+    `temperature` recalibrates the blend: softmax(log(Σ wᵢ·pᵢ) / temperature), fitted on the blend's OOF
+    probabilities (`fit_temperature(np.log(blend), y)`). Save the model with `ExportedModel.save(folder,
+    model, labels, resize, {"members": [m.describe() ...], ...})`. Members with weight 0 are left out.
     """
     import keras
 
-    from automl.export.layers import CropResize, Temperature, WeightedAverage
+    from automl.export.layers import CropResize, ProbabilityTemperature, Temperature, WeightedAverage
     from automl.train.assemble import trained_network
 
     _check(members, labels)
@@ -142,5 +145,9 @@ def assemble_ensemble(members: Sequence[Member], labels: Sequence[str]) -> tuple
             scores = Temperature(member.temperature, name=f"{name}_temperature")(network(activations[member.cut]))
             probabilities[i] = keras.layers.Activation("softmax", name=f"{name}_probabilities")(scores)
     ordered = [probabilities[i] for i in range(len(used))]
-    mixed = WeightedAverage([m.weight for m in used], name="probabilities")(ordered)
+    if temperature == 1.0:
+        mixed = WeightedAverage([m.weight for m in used], name="probabilities")(ordered)
+    else:
+        mixed = WeightedAverage([m.weight for m in used], name="blend")(ordered)
+        mixed = ProbabilityTemperature(temperature, name="probabilities")(mixed)
     return keras.Model(pixels, mixed, name="ensemble"), resize

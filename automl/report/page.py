@@ -217,7 +217,7 @@ def selection_section(run: Run) -> str:
     if selection.ensemble_gain is not None:
         verdict += (
             f"; the greedy ensemble changed OOF log-loss by {selection.ensemble_gain:+.4f} "
-            f"(bootstrap: not better in {100 * (selection.ensemble_p or 0):.1f} % of resamples; kept when at most 5 %)"
+            f"(bootstrap: not better in {100 * (selection.ensemble_p or 0):.1f} % of resamples; kept when at most 10 %)"
         )
     reliability = run.metrics.get("calibration") or {}
     plot = _img(plots.reliability_plot(reliability["bins"]), "reliability diagram") if reliability.get("bins") else ""

@@ -129,6 +129,8 @@ class SelectionSummary(_Record):
     """OOF log-loss of the greedy ensemble minus the best single's (negative: the ensemble is better)."""
     ensemble_p: float | None = None
     """Share of bootstrap resamples where the ensemble is not better (one-sided p)."""
+    blend_temperature: float = 1.0
+    """The temperature recalibrating a kept ensemble's average (1: a single model)."""
 
 
 class Summary(_Record):
