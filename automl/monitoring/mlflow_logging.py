@@ -33,6 +33,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 from automl.atomic import write_atomic
 from automl.errors import AutomlError
 from automl.runs.folder import RunFolder
+from automl.runs.trials import TrialStatus, ended_status
 
 if TYPE_CHECKING:
     from mlflow.entities import Param
@@ -156,7 +157,7 @@ class TrialRuns(MLflowLoggerCallback):
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         from mlflow.tracking import MlflowClient
 
-        status = "failed" if failed else "complete" if trial.last_result.get("final") else "pruned"
+        status = TrialStatus.FAILED if failed else ended_status(trial.last_result)
         MlflowClient(self.tracking_uri).set_tag(self._trial_runs[trial], "automl.status", status)
         super().log_trial_end(trial, failed)
 

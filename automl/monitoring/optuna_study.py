@@ -47,6 +47,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from automl.monitoring.trial_names import trial_label
 from automl.runs.folder import RunFolder
+from automl.runs.trials import TrialStatus
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -142,12 +143,16 @@ class RunStudySearch(OptunaSearch):
         final = bool(result and result.get("final"))
         if result and not final:  # Tune does not pass on the result it stops a trial at: the epoch ASHA judged
             self.on_trial_result(trial_id, result)
-        status = "failed" if error else "complete" if final else "pruned"
+        status = TrialStatus.FAILED if error else TrialStatus.COMPLETE if final else TrialStatus.PRUNED
         trial.set_user_attr("status", status)
         for key, name in (("epochs_run", "epochs"), ("train_seconds", "seconds"), ("node_id", "node_id")):
             if result and result.get(key) is not None:
                 trial.set_user_attr(name, result[key])
-        state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[status]
+        state = {
+            TrialStatus.COMPLETE: TrialState.COMPLETE,
+            TrialStatus.PRUNED: TrialState.PRUNED,
+            TrialStatus.FAILED: TrialState.FAIL,
+        }[status]
         try:
             self._study.tell(trial, result[self.metric] if final and result else None, state=state)
         except Exception as exc:  # as OptunaSearch: a value Optuna refuses (NaN) must not stop the search

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
+from automl.runs.trials import TrialStatus, ended_status
+
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
     from ray.util.metrics import Counter, Gauge
 
-STATES = ("running", "pending", "complete", "pruned", "failed")
+STATES = tuple(TrialStatus)
 
 
 @cache
@@ -78,15 +80,15 @@ def record_extraction(backbone: str, images: int, seconds: float) -> None:
     _extraction_images().inc(images, tags=tags)
 
 
-def trial_state(trial: Trial) -> str:
+def trial_state(trial: Trial) -> TrialStatus:
     """One of `STATES`, as trials.parquet says it (complete: the final report came in; pruned: stopped before)."""
     if trial.status == "TERMINATED":
         return ended_state(trial)
-    return {"RUNNING": "running", "ERROR": "failed"}.get(trial.status, "pending")
+    return {"RUNNING": TrialStatus.RUNNING, "ERROR": TrialStatus.FAILED}.get(trial.status, TrialStatus.PENDING)
 
 
-def ended_state(trial: Trial) -> str:
-    return "complete" if trial.last_result.get("final") else "pruned"
+def ended_state(trial: Trial) -> TrialStatus:
+    return ended_status(trial.last_result)
 
 
 class SearchMetrics(Callback):
@@ -109,19 +111,19 @@ class SearchMetrics(Callback):
         self._publish(trials, {trial.trial_id: ended_state(trial)})  # called before Tune marks the trial ended
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._publish(trials, {trial.trial_id: "failed"})
+        self._publish(trials, {trial.trial_id: TrialStatus.FAILED})
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._publish(trials)
 
-    def _publish(self, trials: list[Trial], ended: dict[str, str] | None = None) -> None:
+    def _publish(self, trials: list[Trial], ended: dict[str, TrialStatus] | None = None) -> None:
         """Counts by state and the best score; `ended`: the state of trials ending now, by trial id."""
         counts = dict.fromkeys(STATES, 0)
         scores = []
         for trial in trials:
             state = (ended or {}).get(trial.trial_id) or trial_state(trial)
             counts[state] += 1
-            if state == "complete" and trial.last_result.get(self.metric) is not None:
+            if state == TrialStatus.COMPLETE and trial.last_result.get(self.metric) is not None:
                 scores.append(trial.last_result[self.metric])
         gauge = _trials_gauge()
         for state, count in counts.items():

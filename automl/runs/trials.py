@@ -53,6 +53,12 @@ class TrialStatus(StrEnum):
         return self in (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED)
 
 
+def ended_status(last_result: Mapping[str, object]) -> TrialStatus:
+    """How a trial that ended without an error ended: COMPLETE when its final report (with its weights) came in,
+    PRUNED when the scheduler or the end of the search stopped it before."""
+    return TrialStatus.COMPLETE if last_result.get("final") else TrialStatus.PRUNED
+
+
 @dataclass(frozen=True)
 class Epoch:
     """What a trial reported after one epoch (`automl.train.train_trial`'s report)."""
