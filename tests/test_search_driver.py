@@ -20,7 +20,7 @@ import pytest
 
 from automl.data.dataset import Dataset
 from automl.recipe import load_recipe
-from automl.runs import RunFolder, TrialStatus, TrialTable
+from automl.runs import RunFolder, Summary, TrialStatus, TrialTable
 from automl.search.tune_state import collect_trials
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,9 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_trials_then_exports
     folder = RunFolder(run)
     finished = collect_trials(folder).get([TrialStatus.COMPLETE])
     saved = {trial.name: (folder.experiment / trial.name / "result.json").read_bytes() for trial in finished}
-    assert len(saved) >= 2 and not folder.summary.exists()
+    assert len(saved) >= 2 and not folder.is_finished()
+    # killed mid-search, the run folder still holds a model: the provisional one exported before the trials
+    assert Summary.read(folder.summary).provisional and (folder.model / "model.keras").is_file()
 
     resumed = subprocess.run(
         _automl("search", str(recipe), "--resume", str(run), "--json"), env=env, capture_output=True, timeout=420

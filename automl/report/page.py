@@ -194,12 +194,30 @@ def summary_section(run: Run) -> str:
 
 
 def selection_section(run: Run) -> str:
-    """How the exported model was chosen: every candidate's out-of-fold scores, the members and their weights."""
+    """How the exported model was chosen: every candidate's out-of-fold scores, the members and their weights;
+    then how calibrated it is on the test photos."""
     selection = run.summary.selection
-    if selection is None:
-        return _note(
+    reliability = run.metrics.get("calibration") or {}
+    calibration = (
+        _note(
+            f"test photos: expected calibration error {reliability.get('ece', 0):.3f}, log-loss "
+            f"{_number(run.metrics.get('log_loss'))}"
+        )
+        + (_img(plots.reliability_plot(reliability["bins"]), "reliability diagram") if reliability.get("bins") else "")
+        if reliability
+        else ""
+    )
+    if selection is None:  # a run written before cross-validated selection: its best trial by validation
+        best = run.summary.best
+        cards = [
+            ("chosen trial", best.trial if best else "–"),
+            ("validation accuracy", _percent(best and best.val_accuracy)),
+        ]
+        html_cards = "".join(f'<div class="card">{_e(name)}<b>{_e(value)}</b></div>' for name, value in cards)
+        note = _note(
             "this run predates cross-validated selection: its model is the trial with the best validation accuracy"
         )
+        return f'<div class="cards">{html_cards}</div>' + note + calibration
     cv = selection.cv
     estimate = (
         f"cross-validated estimate ({cv.folds} folds, {cv.n} photos of train + val): accuracy "
@@ -219,17 +237,7 @@ def selection_section(run: Run) -> str:
             f"; the greedy ensemble changed OOF log-loss by {selection.ensemble_gain:+.4f} "
             f"(bootstrap: not better in {100 * (selection.ensemble_p or 0):.1f} % of resamples; kept when at most 10 %)"
         )
-    reliability = run.metrics.get("calibration") or {}
-    plot = _img(plots.reliability_plot(reliability["bins"]), "reliability diagram") if reliability.get("bins") else ""
-    calibration = (
-        _note(
-            f"test photos: expected calibration error {reliability.get('ece', 0):.3f}, log-loss "
-            f"{_number(run.metrics.get('log_loss'))}"
-        )
-        if reliability
-        else ""
-    )
-    return _note(estimate) + table + _note(verdict) + calibration + plot
+    return _note(estimate) + table + _note(verdict) + calibration
 
 
 def leaderboard_section(run: Run) -> str:
