@@ -128,6 +128,28 @@ class SelectionSummary(_Record):
     """Share of bootstrap resamples where the ensemble is not better (one-sided p)."""
 
 
+class FinetuneSummary(_Record):
+    """The fine-tuning stage (`automl.search.finetuning`): linear probe against LP-FT on one held-out fold."""
+
+    backbone: str | None = None
+    cut: str | None = None
+    lp_accuracy: float | None = None
+    """The LR-CV probe's out-of-fold accuracy on the held-out fold."""
+    ft_accuracy: float | None = None
+    """The fine-tuned model's accuracy on the same fold (with flip test-time averaging when `tta`)."""
+    held_out: int = 0
+    """Photos of the held-out fold."""
+    epochs: int = 0
+    augment: bool = False
+    seconds: float = 0.0
+    exported: bool = False
+    refit: bool = False
+    """True: the exported model was fine-tuned again on the whole pool; False: the fold's model was kept."""
+    tta: bool = False
+    skipped: str | None = None
+    """Why the stage did not run (no cut to fine-tune, no time), or None."""
+
+
 class Summary(_Record):
     """summary.json, also what `automl search --json` prints (README: "The summary")."""
 
@@ -148,6 +170,7 @@ class Summary(_Record):
     machine: dict[str, JsonValue] | None = None
     """`automl.machine.describe()` of the machine that ran the search, when recorded."""
     selection: SelectionSummary | None = None
+    finetune: FinetuneSummary | None = None
     provisional: bool = False
     """True while the search runs: the model in the run folder is the best so far, not the final one."""
 
