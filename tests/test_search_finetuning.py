@@ -66,7 +66,12 @@ def _run(selected, finetune_seconds: float = 300.0):
     )
 
 
-def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(selected, monkeypatch) -> None:
+def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(selected, monkeypatch, tmp_path) -> None:
+    from automl.report.page import Run, finetune_section
+    from automl.runs.folder import RunFolder
+    from automl.runs.records import Summary
+    from automl.runs.trials import TrialTable
+
     monkeypatch.setattr(finetuning, "EPOCHS", 2)
     monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", 10**6)  # the probe keeps the export
     _, _, _, _, development, choice = selected
@@ -81,6 +86,10 @@ def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(sele
     assert summary.ft_accuracy is not None and 0 < summary.ft_accuracy <= 1
     assert summary.epochs == 2 and summary.augment and summary.seconds > 0
     assert not summary.exported and outcome.choice is choice
+
+    page = finetune_section(Run(RunFolder(tmp_path), Summary(finetune=summary), {}, TrialTable()))
+    assert f"{100 * summary.lp_accuracy:.1f}" in page and f"{100 * summary.ft_accuracy:.1f}" in page
+    assert f"{summary.held_out} photos" in page and "did not get more than one photo more right" in page
 
 
 def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypatch, tmp_path) -> None:
