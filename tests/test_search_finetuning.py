@@ -83,6 +83,8 @@ def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(sele
     assert summary.skipped is None and (summary.backbone, summary.cut) == ("efficientnet_lite0", "top")
     assert summary.held_out == int(held_out.sum()) > 0
     assert summary.lp_accuracy == pytest.approx(expected_lp)
+    chosen = float(np.mean(choice.oof_probabilities[held_out].argmax(1) == development.y[held_out]))
+    assert summary.chosen_accuracy == pytest.approx(chosen)
     assert summary.ft_accuracy is not None and 0 < summary.ft_accuracy <= 1
     assert summary.epochs == 2 and summary.augment and summary.seconds > 0
     assert not summary.exported and outcome.choice is choice
@@ -117,11 +119,16 @@ def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypat
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
-def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small(selected) -> None:
+def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small_or_it_is_off(selected) -> None:
     outcome = _run(selected, finetune_seconds=finetuning.MIN_FINETUNE_S - 1)
     assert outcome.choice is selected[-1]
     assert not outcome.summary.exported and outcome.summary.lp_accuracy is None
     assert outcome.summary.skipped is not None and "less than" in outcome.summary.skipped
+
+    recipe, *rest = selected
+    off = recipe.model_copy(update={"search": recipe.search.model_copy(update={"finetune": False})})
+    outcome = _run((off, *rest))
+    assert outcome.choice is selected[-1] and outcome.summary.skipped == "search.finetune is off"
 
 
 def test_the_budget_gives_the_stage_its_share_and_tune_only_cut_all() -> None:

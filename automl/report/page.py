@@ -418,6 +418,7 @@ def finetune_section(run: Run) -> str:
     views = "original + flipped photos" if stage.augment else "original photos"
     rows = [
         ("linear probe (LR-CV, out of fold)", f"{stage.backbone} all", _percent(stage.lp_accuracy), "–"),
+        ("the selection's chosen model (out of fold)", "", _percent(stage.chosen_accuracy), "–"),
         (
             "LP-FT" + (" + flip test-time averaging" if stage.tta else ""),
             f"{stage.backbone} {stage.cut}",
@@ -429,7 +430,7 @@ def finetune_section(run: Run) -> str:
     exported = (
         "LP-FT exported (" + ("refit on the whole pool" if stage.refit else "its fold model: no time for a refit") + ")"
         if stage.exported
-        else "the selection's model exported (LP-FT did not get more than one photo more right)"
+        else "the selection's model exported (LP-FT did not get more than one photo more right than both)"
     )
     return table + _note(
         f"{stage.held_out} photos of the same held-out fold; LP-FT trained {stage.epochs} epochs on {views}. "

@@ -135,6 +135,8 @@ class FinetuneSummary(_Record):
     cut: str | None = None
     lp_accuracy: float | None = None
     """The LR-CV probe's out-of-fold accuracy on the held-out fold."""
+    chosen_accuracy: float | None = None
+    """The selection's chosen model (maybe an ensemble) on the same fold, out of fold: what LP-FT must beat."""
     ft_accuracy: float | None = None
     """The fine-tuned model's accuracy on the same fold (with flip test-time averaging when `tta`)."""
     held_out: int = 0

@@ -2,23 +2,25 @@
 
 Why a stage and not Tune trials: ASHA judged `top`-cut trials at epoch 2 against linear heads that had already
 converged, from a zero head and the head's learning rates, and none finished. Here the chosen model's heaviest
-member's backbone is fine-tuned after each recipe cut of `FINETUNED_CUTS` (`automl.train.finetune`: the head
-starts from the probe, Adam 3e-4 with cosine decay, BatchNorm frozen, bounded by wall time), on the cached
-activations, flipped views as extra rows when `search.augment` is on (`automl.cache.views`).
+member's backbone is fine-tuned after the first cut of the recipe's `FINETUNED_CUTS` it offers
+(`automl.train.finetune`: the head starts from the probe, Adam 3e-4 with cosine decay, BatchNorm frozen, bounded by
+wall time), on the cached activations, flipped views as extra rows when `search.augment` is on
+(`automl.cache.views`).
 
 The comparison is paired and held out: fold 0 of the selection's folds. The linear probe's score is LR-CV's
 out-of-fold accuracy on that fold (its model never saw those photos); the fine-tuned model trains on the other
-folds, starting from a probe fitted on those folds only. Both are judged by held-out accuracy (fine-tuned heads
-end over-confident, so raw log-loss would favour the probe whatever its accuracy); flip test-time averaging is
-kept when it gains photos on the fold. FT replaces the chosen model only when it gets more than
-`MARGIN_PHOTOS` photos more right; it is then fine-tuned again on the whole pool for the epochs the fold run
-did, when the time left allows (else the fold's model is exported: `FinetuneSummary.refit` says which), and
-calibrated by a temperature fitted on the fold's held-out predictions (so the exported estimate's log-loss on
-that fold is optimistic; its accuracy is not, up to the TTA choice).
+folds, starting from a probe fitted on those folds only. Both are judged by held-out accuracy (fine-tuned heads end
+over-confident, so raw log-loss would favour the probe whatever its accuracy); flip test-time averaging is kept
+when it gains photos on the fold. FT replaces the chosen model only when it gets more than `MARGIN_PHOTOS` photos
+more right than both the probe and the chosen model (an ensemble, or a Tune finalist, is cross-validated on the
+same folds, so its out-of-fold predictions on fold 0 are held out too); it is then fine-tuned again on the whole
+pool for the epochs the fold run did, when the time left allows (else the fold's model is exported:
+`FinetuneSummary.refit` says which), and calibrated by a temperature fitted on the fold's held-out predictions (so
+the exported estimate's log-loss on that fold is optimistic; its accuracy is not, up to the TTA choice).
 
-Time: `SearchBudget.finetune` seconds (`search.finetune_share` of `budget.time`, taken from the trials), from
-the moment the stage starts; extraction of missing activations counts against it. Under `MIN_FINETUNE_S`
-left, the stage is skipped and says why.
+Time: `SearchBudget.finetune` seconds (`search.finetune_share` of `budget.time`, taken from the trials), from the
+moment the stage starts; extraction of missing activations counts against it. Under `MIN_FINETUNE_S` left, the
+stage is skipped and says why.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
     from automl.backbones.base import Backbone
     from automl.data.dataset import Dataset
-    from automl.recipe import Recipe
+    from automl.recipe import Recipe, SearchSection
     from automl.search.budget import SearchBudget
     from automl.search.driver import Development
     from automl.search.features import FeatureSet
@@ -76,27 +78,29 @@ def finetune_stage(
 ) -> StageOutcome:
     """Fine-tune the chosen backbone after its cut, compare with its probe on fold 0, keep the winner."""
     started = time.perf_counter()
-    search = recipe.search
-    cuts = finetune_cuts(search)
-    backbone = choice.members[0][0].backbone
-    skipped = _skip_reason(search.finetune, cuts, budget)
-    if skipped is None and (probe := _probe_of(choice, backbone)) is None:
-        skipped = f"no LR-CV candidate of {backbone} among the selection's candidates"
+    backbone = backbones[choice.members[0][0].backbone]
+    probe = _probe_of(choice, backbone.name)
+    cuts = [cut for cut in finetune_cuts(recipe.search) if cut in backbone.cut_points()]
+    skipped = _skip_reason(recipe.search, backbone.name, cuts, probe, budget)
     if skipped is not None:
         console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
-        return StageOutcome(choice, FinetuneSummary(backbone=backbone, skipped=skipped))
-    assert probe is not None
+        return StageOutcome(choice, FinetuneSummary(backbone=backbone.name, skipped=skipped))
+    assert probe is not None  # _skip_reason
     # from now, and never into the second half of the final reserve (the export and test need it)
     deadline = min(time.time() + budget.finetune, budget.deadline + budget.finetune + budget.reserve / 2)
-    run = _Run(recipe, dataset, backbones[backbone], features, development, probe, cuts[0], deadline)
+    run = _Run(recipe, dataset, backbone, features, development, probe, cuts[0], deadline)
     return run.compare(choice, console, started)
 
 
-def _skip_reason(enabled: bool, cuts: list[str], budget: SearchBudget) -> str | None:
-    if not enabled:
+def _skip_reason(
+    search: SearchSection, backbone: str, cuts: list[str], probe: Candidate | None, budget: SearchBudget
+) -> str | None:
+    if not search.finetune:
         return "search.finetune is off"
     if not cuts:
-        return "search.cuts holds no cut to fine-tune (add `top` or `half`)"
+        return f"search.cuts holds no cut to fine-tune that {backbone} offers (add `top` or `half`)"
+    if probe is None:
+        return f"no LR-CV candidate of {backbone} among the selection's candidates"
     if budget.finetune < MIN_FINETUNE_S:
         return (
             f"{budget.finetune:.0f} s kept for it (search.finetune_share of budget.time, and only when the trials "
@@ -150,12 +154,17 @@ class _Run:
         train = ~self.held_out
         head = probe_head(self.x_pooled[train], self.y[train], c=c)
         left = self.deadline - time.time()
+        if left < MIN_FINETUNE_S / 2:  # the activations it had to extract took the share
+            skipped = f"{left:.0f} s left after extracting the `{self.cut}` activations"
+            console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
+            return StageOutcome(choice, FinetuneSummary(backbone=self.backbone.name, cut=self.cut, skipped=skipped))
         k = self.development.k
         # the fold run gets the share that leaves the refit (k/(k-1) as many rows) its turn
         fold_limit = left / (1 + k / (k - 1))
         result = self._finetune(head, self.held_out, fold_limit)
         y_out = self.y[self.held_out]
-        lp_correct = int((self.probe.oof_probabilities[self.held_out].argmax(axis=1) == y_out).sum())
+        lp_correct = _correct(self.probe.oof_probabilities[self.held_out], y_out)
+        chosen_correct = _correct(choice.oof_probabilities[self.held_out], y_out)
         plain = result.probabilities[ORIGINAL]
         tta = HFLIP in result.probabilities and _correct((plain + result.probabilities[HFLIP]) / 2, y_out) > _correct(
             plain, y_out
@@ -163,10 +172,11 @@ class _Run:
         probabilities = (plain + result.probabilities[HFLIP]) / 2 if tta else plain
         ft_correct = _correct(probabilities, y_out)
         n = len(y_out)
-        wins = ft_correct - lp_correct > MARGIN_PHOTOS
+        wins = ft_correct - max(lp_correct, chosen_correct) > MARGIN_PHOTOS
         console.print(
             f"[bold]fine-tuning[/bold] {self.backbone.name} `{self.cut}` on fold {HELD_OUT_FOLD} ({n} photos): "
-            f"probe {lp_correct / n:.4f}, LP-FT {ft_correct / n:.4f}{' with flip TTA' if tta else ''} "
+            f"probe {lp_correct / n:.4f}, chosen model {chosen_correct / n:.4f}, "
+            f"LP-FT {ft_correct / n:.4f}{' with flip TTA' if tta else ''} "
             f"({result.epochs_done} epochs, {result.trial.seconds:.0f} s): "
             + ("LP-FT exported" if wins else "the selection's model kept")
         )
@@ -177,6 +187,7 @@ class _Run:
             backbone=self.backbone.name,
             cut=self.cut,
             lp_accuracy=lp_correct / n,
+            chosen_accuracy=chosen_correct / n,
             ft_accuracy=ft_correct / n,
             held_out=n,
             epochs=result.epochs_done,
