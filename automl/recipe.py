@@ -188,6 +188,18 @@ class SearchSection(_Section):
     ensemble_max_members: int = Field(
         3, ge=1, le=10, description="Most distinct models in an ensemble (each costs its backbone's inference)."
     )
+    finetune: bool = Field(
+        True,
+        description="After the frozen-feature selection, fine-tune the chosen backbone's layers after each of "
+        "`cuts`' `top`/`half` from its linear probe (LP-FT), exported only when it wins on a held-out fold; "
+        "Tune then explores cut `all` only.",
+    )
+    finetune_share: float = Field(
+        0.25, ge=0.0, le=0.6, description="Share of budget.time kept for the fine-tuning stage."
+    )
+    augment: bool = Field(
+        True, description="Horizontally flipped views (cached) as extra fine-tuning rows, and flip test-time averaging."
+    )
 
     @field_validator("learning_rate", "epsilon", "svm_c")
     @classmethod

@@ -33,7 +33,7 @@ def _sample(space, n: int, seed_value: float = 0.5) -> list[tuple[dict, dict]]:
 
 
 def test_cuts_offered_depend_on_the_backbone_and_the_recipe():
-    space = _space("{backbones: [lite_a, lite_b], cuts: [top, half], sampler: random}")
+    space = _space("{backbones: [lite_a, lite_b], cuts: [top, half], sampler: random, finetune: false}")
     assert space.cuts_by_backbone == {"lite_a": ("top", "half"), "lite_b": ("half",)}
     seen = set()
     for config, params in _sample(space, 40):
@@ -80,7 +80,9 @@ def test_samplers_are_seeded(sampler):
 
 
 def test_grid_tries_every_distinct_configuration_once():
-    space = _space("{backbones: [lite_a, lite_b], cuts: [all, half], heads: [softmax, svm], sampler: grid}")
+    space = _space(
+        "{backbones: [lite_a, lite_b], cuts: [all, half], heads: [softmax, svm], sampler: grid, finetune: false}"
+    )
     configurations = space.configurations()
     keys = {json.dumps(c, sort_keys=True) for c in configurations}
     # (lite_a: 2 cuts + lite_b: 2 cuts) × (softmax 1 + svm 3 C values) × (sgd 3 lr + adam 3 lr × 3 eps) × 2 batch

@@ -459,6 +459,35 @@ def phases_section(run: Run) -> str:
     return f'<div class="grid">{_img(uri, "phase timings")}{table}</div>{cache_note}'
 
 
+def finetune_section(run: Run) -> str:
+    """The fine-tuning stage: the linear probe against LP-FT on the same held-out fold, and which was exported."""
+    stage = run.summary.finetune
+    if stage is None or stage.skipped:
+        why = stage.skipped if stage else "no fine-tuning stage in summary.json (a search before it existed)"
+        return _table(("stage", "why"), [("not run", why)])
+    views = "original + flipped photos" if stage.augment else "original photos"
+    rows = [
+        ("linear probe (LR-CV, out of fold)", f"{stage.backbone} all", _percent(stage.lp_accuracy), "–"),
+        ("the selection's chosen model (out of fold)", "", _percent(stage.chosen_accuracy), "–"),
+        (
+            "LP-FT" + (" + flip test-time averaging" if stage.tta else ""),
+            f"{stage.backbone} {stage.cut}",
+            _percent(stage.ft_accuracy),
+            f"{stage.seconds:.0f}",
+        ),
+    ]
+    table = _table(("model", "backbone, cut", "held-out accuracy", "seconds"), rows, (2, 3))
+    exported = (
+        "LP-FT exported (" + ("refit on the whole pool" if stage.refit else "its fold model: no time for a refit") + ")"
+        if stage.exported
+        else "the selection's model exported (LP-FT did not get more than one photo more right than both)"
+    )
+    return table + _note(
+        f"{stage.held_out} photos of the same held-out fold; LP-FT trained {stage.epochs} epochs on {views}. "
+        + exported
+    )
+
+
 def machine_section(run: Run) -> str:
     recorded = run.summary.machine
     info: dict[str, Any] = dict(recorded) if recorded else describe_machine()
@@ -493,6 +522,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
     ("misclassified", "Misclassified test photos", misclassified_section),
     ("audit", "Dataset audit", audit_section),
     ("runtimes", "Exported runtimes", runtimes_section),
+    ("finetune", "Linear probe vs fine-tuning", finetune_section),
     ("phases", "Phase timings", phases_section),
     ("machine", "Machine", machine_section),
 )

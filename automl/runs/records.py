@@ -133,6 +133,30 @@ class SelectionSummary(_Record):
     """The temperature recalibrating a kept ensemble's average (1: a single model)."""
 
 
+class FinetuneSummary(_Record):
+    """The fine-tuning stage (`automl.search.finetuning`): linear probe against LP-FT on one held-out fold."""
+
+    backbone: str | None = None
+    cut: str | None = None
+    lp_accuracy: float | None = None
+    """The LR-CV probe's out-of-fold accuracy on the held-out fold."""
+    chosen_accuracy: float | None = None
+    """The selection's chosen model (maybe an ensemble) on the same fold, out of fold: what LP-FT must beat."""
+    ft_accuracy: float | None = None
+    """The fine-tuned model's accuracy on the same fold (with flip test-time averaging when `tta`)."""
+    held_out: int = 0
+    """Photos of the held-out fold."""
+    epochs: int = 0
+    augment: bool = False
+    seconds: float = 0.0
+    exported: bool = False
+    refit: bool = False
+    """True: the exported model was fine-tuned again on the whole pool; False: the fold's model was kept."""
+    tta: bool = False
+    skipped: str | None = None
+    """Why the stage did not run (no cut to fine-tune, no time), or None."""
+
+
 class Summary(_Record):
     """summary.json, also what `automl search --json` prints (README: "The summary")."""
 
@@ -153,6 +177,7 @@ class Summary(_Record):
     machine: dict[str, JsonValue] | None = None
     """`automl.machine.describe()` of the machine that ran the search, when recorded."""
     selection: SelectionSummary | None = None
+    finetune: FinetuneSummary | None = None
     provisional: bool = False
     """True while the search runs: the model in the run folder is the best so far, not the final one."""
     first_model_seconds: float | None = None

@@ -51,6 +51,18 @@ def final_reserve(budget_s: float) -> float:
     return min(max(60.0, 0.15 * budget_s), 150.0)
 
 
+def finetune_carve_out(recipe: Recipe, after_reserve: float) -> float:
+    """Seconds the trials give up to the fine-tuning stage: `search.finetune_share` of `budget.time` when the
+    stage has a cut to fine-tune, and nothing when the trials would be left less than `MIN_TRIAL_S`."""
+    from automl.search.space import finetune_cuts
+
+    search = recipe.search
+    if not search.finetune or not finetune_cuts(search) or not math.isfinite(after_reserve):
+        return 0.0
+    share = search.finetune_share * (recipe.budget.time or 0.0)
+    return share if after_reserve - share >= MIN_TRIAL_S else 0.0
+
+
 @dataclass
 class SearchBudget:
     """The budgets the driver checks while Tune runs: the deadline, and whether the target was reached."""
@@ -62,6 +74,8 @@ class SearchBudget:
     seconds: float = math.inf
     """The recipe's whole time budget."""
     reserve: float = 0.0
+    finetune: float = 0.0
+    """Seconds kept for the fine-tuning stage after the trials (`automl.search.finetuning`)."""
 
     @classmethod
     def start(cls, recipe: Recipe, started: float) -> SearchBudget:
@@ -74,7 +88,14 @@ class SearchBudget:
                 f"testing the best model and a trial needs at least {MIN_TRIAL_S:.0f} s",
                 hint=f"set budget.time to at least {math.ceil(reserve + MIN_TRIAL_S + 30)}s",
             )
-        return cls(started + seconds - reserve, recipe.budget.target_accuracy, seconds=seconds, reserve=reserve)
+        finetune = finetune_carve_out(recipe, seconds - reserve)
+        return cls(
+            started + seconds - reserve - finetune,
+            recipe.budget.target_accuracy,
+            seconds=seconds,
+            reserve=reserve,
+            finetune=finetune,
+        )
 
     def ensure_time_for_trials(self, feature_seconds: float) -> None:
         """Refuse to start trials that could not run `MIN_TRIAL_S` before the deadline."""

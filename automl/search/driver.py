@@ -11,6 +11,8 @@
 8. the trials table (`automl.search.tune_state` → `automl.runs.TrialTable`)
 9. selection: Tune's best trials of each head cross-validated beside LR-CV, calibrated, the best single
    or the greedy ensemble (`automl.search.selection`)
+9b. the fine-tuning stage: LP-FT of the chosen backbone against its probe on a held-out fold; the winner is
+   exported (`automl.search.finetuning`)
 10. the chosen model exported and tested (`automl.search.export`)
 11. summary.json (`automl.runs.Summary`), the dataset audit (`automl.audit`) and report.html
 
@@ -40,6 +42,7 @@ from automl.runs.records import BaselineResult, BestTrial, RayCluster, Summary
 from automl.runs.trials import TrialRecord, TrialTable
 from automl.search.budget import AUDIT_S, RUNTIMES_S, SearchBudget, trial_count
 from automl.search.export import export_choice
+from automl.search.finetuning import finetune_stage
 from automl.search.selection import selection_summary
 
 FINALIST_SHARE = 0.4
@@ -132,6 +135,9 @@ def run_search(
     with phases.measure("selection"):
         candidates += _finalists(trials, development, features, budget, console)
         choice = _choose(recipe, development, candidates, console)
+    with phases.measure("finetune"):
+        finetuned = finetune_stage(recipe, dataset, backbones, features, development, choice, budget, console)
+        choice = finetuned.choice
     with phases.measure("export_and_test"):
         runtimes = budget.left() > RUNTIMES_S + AUDIT_S
         if not runtimes:
@@ -163,6 +169,7 @@ def run_search(
         machine=describe_machine(),
         selection=selection_summary(choice),
         first_model_seconds=first_model.seconds,
+        finetune=finetuned.summary,
     )
     summary.write(folder.summary)
     if budget.left() > AUDIT_S:

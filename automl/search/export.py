@@ -95,6 +95,10 @@ def export_choice(
 
     weights = recipe.search.weights
     model, resize = assemble_choice(choice, backbones, weights, dataset.classes)
+    if choice.members[0][0].details.get("tta"):  # a fine-tuned model whose held-out fold gained by flip averaging
+        from automl.train.tta import with_flip_tta
+
+        model = with_flip_tta(model)
     members = [
         {
             "name": candidate.name,

@@ -147,9 +147,28 @@ def offered_cuts(search: SearchSection, cut_points: Mapping[str, Iterable[str]])
     return cuts_by_backbone
 
 
+FINETUNED_CUTS = ("top", "half")
+"""Cuts the fine-tuning stage trains from cached activations (`automl.search.finetuning`)."""
+
+
+def finetune_cuts(search: SearchSection) -> list[str]:
+    """The recipe's cuts the fine-tuning stage takes over from Tune (none when `search.finetune` is off)."""
+    return [cut for cut in search.cuts if cut in FINETUNED_CUTS] if search.finetune else []
+
+
 def build_space(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> SearchSpace:
-    """The space for the recipe's `search` section, given each backbone's own cut point names."""
-    return SearchSpace(search=search, cuts_by_backbone=offered_cuts(search, cut_points))
+    """The space for the recipe's `search` section, given each backbone's own cut point names.
+
+    With the fine-tuning stage on, Tune leaves it the cuts it fine-tunes (ASHA would judge their trials at
+    epoch 2 against converged linear heads): Tune explores the other cuts, `all` when none is left.
+    """
+    cuts_by_backbone = offered_cuts(search, cut_points)
+    taken = finetune_cuts(search)
+    if taken:
+        cuts_by_backbone = {
+            name: tuple(cut for cut in cuts if cut not in taken) or ("all",) for name, cuts in cuts_by_backbone.items()
+        }
+    return SearchSpace(search=search, cuts_by_backbone=cuts_by_backbone)
 
 
 class GridSampler(optuna.samplers.BruteForceSampler):

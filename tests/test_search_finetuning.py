@@ -1,0 +1,155 @@
+"""The search's fine-tuning stage on real animals10 photos: EfficientNet-Lite0, cut `top`, LR-CV as the probe.
+
+Everything is real (photos, weights, cache, LR-CV, fine-tuning, export) but Ray and Tune: the stage runs after
+the selection, on the selection's candidates, so the tests build those directly (the driver's own phases).
+Two epochs keep a fine-tuning run to seconds; `finetuning.EPOCHS` and `finetuning.MARGIN_PHOTOS` are the
+module's test seams (monkeypatched, never edited): the second forces LP-FT to win or lose the comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from automl.recipe import Recipe
+from automl.search import finetuning
+from automl.search.budget import SearchBudget
+from automl.search.finetuning import HELD_OUT_FOLD, finetune_stage
+
+PER_CLASS = 12
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def selected(animals10: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The recipe, dataset, backbones, features, development pool and LR-CV choice the stage starts from."""
+    from automl.backbones.registry import get_backbone
+    from automl.data.dataset import Dataset
+    from automl.search.driver import _development_pool, _lr_cv
+    from automl.search.features import FeaturePlan, prepare_features
+    from automl.search.selection import choose
+    from automl.search.space import build_space
+
+    cache = tmp_path_factory.mktemp("cache")
+    recipe = Recipe.model_validate(
+        {
+            "data": {"folder": str(animals10), "max_per_class": PER_CLASS},
+            "search": {"cuts": ["all", "top"], "folds": FOLDS},
+            "cache": str(cache),
+        }
+    )
+    dataset = Dataset.from_recipe(recipe.data)
+    backbones = {"efficientnet_lite0": get_backbone("efficientnet_lite0")}
+    space = build_space(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
+    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone)
+    features, _ = prepare_features(dataset, backbones, plan, "default", str(cache), progress=False)
+    development = _development_pool(recipe, features)
+    candidates = _lr_cv(development, features, Console(quiet=True))
+    choice = choose(candidates, development.y, development.k, ensemble=False)
+    return recipe, dataset, backbones, features, development, choice
+
+
+def _budget(finetune_seconds: float) -> SearchBudget:
+    return SearchBudget(
+        deadline=time.time(), target_accuracy=None, seconds=600.0, reserve=60.0, finetune=finetune_seconds
+    )
+
+
+def _run(selected, finetune_seconds: float = 300.0):
+    recipe, dataset, backbones, features, development, choice = selected
+    return finetune_stage(
+        recipe, dataset, backbones, features, development, choice, _budget(finetune_seconds), Console(quiet=True)
+    )
+
+
+def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(selected, monkeypatch, tmp_path) -> None:
+    from automl.report.page import Run, finetune_section
+    from automl.runs.folder import RunFolder
+    from automl.runs.records import Summary
+    from automl.runs.trials import TrialTable
+
+    monkeypatch.setattr(finetuning, "EPOCHS", 2)
+    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", 10**6)  # the probe keeps the export
+    _, _, _, _, development, choice = selected
+    outcome = _run(selected)
+    summary = outcome.summary
+    held_out = development.folds == HELD_OUT_FOLD
+    probe = next(c for c in choice.candidates if c.details.get("head") == "logistic")
+    expected_lp = float(np.mean(probe.oof_probabilities[held_out].argmax(1) == development.y[held_out]))
+    assert summary.skipped is None and (summary.backbone, summary.cut) == ("efficientnet_lite0", "top")
+    assert summary.held_out == int(held_out.sum()) > 0
+    assert summary.lp_accuracy == pytest.approx(expected_lp)
+    chosen = float(np.mean(choice.oof_probabilities[held_out].argmax(1) == development.y[held_out]))
+    assert summary.chosen_accuracy == pytest.approx(chosen)
+    assert summary.ft_accuracy is not None and 0 < summary.ft_accuracy <= 1
+    assert summary.epochs == 2 and summary.augment and summary.seconds > 0
+    assert not summary.exported and outcome.choice is choice
+
+    page = finetune_section(Run(RunFolder(tmp_path), Summary(finetune=summary), {}, TrialTable()))
+    assert f"{100 * summary.lp_accuracy:.1f}" in page and f"{100 * summary.ft_accuracy:.1f}" in page
+    assert f"{summary.held_out} photos" in page and "did not get more than one photo more right" in page
+
+
+def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypatch, tmp_path) -> None:
+    from automl.exported import ExportedModel
+    from automl.runs.folder import RunFolder
+    from automl.search.export import export_choice
+
+    monkeypatch.setattr(finetuning, "EPOCHS", 1)
+    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))  # LP-FT wins whatever the photos say
+    recipe, dataset, backbones, _, development, _ = selected
+    outcome = _run(selected)
+    assert outcome.summary.exported and outcome.summary.refit  # 300 s are plenty for a refit of one epoch
+    (member, weight), *others = outcome.choice.members
+    assert not others and weight == 1.0 and member.cut == "top" and member.details["tta"] == outcome.summary.tta
+    assert len(outcome.choice.y) == int((development.folds == HELD_OUT_FOLD).sum())
+
+    folder = RunFolder.create(tmp_path, "ft")
+    export_choice(recipe, dataset, backbones, outcome.choice, folder, test=False)
+    model = ExportedModel.load(folder.model)
+    photos = [record.path for record in dataset.split("test")[:4]]
+    chunks = list(model.predict_chunks(photos))
+    probabilities = np.concatenate([np.asarray(chunk.probabilities) for chunk in chunks])
+    assert not [error for chunk in chunks for error in chunk.errors]
+    assert probabilities.shape == (len(photos), len(dataset.classes))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small_or_it_is_off(selected) -> None:
+    outcome = _run(selected, finetune_seconds=finetuning.MIN_FINETUNE_S - 1)
+    assert outcome.choice is selected[-1]
+    assert not outcome.summary.exported and outcome.summary.lp_accuracy is None
+    assert outcome.summary.skipped is not None and "less than" in outcome.summary.skipped
+
+    recipe, *rest = selected
+    off = recipe.model_copy(update={"search": recipe.search.model_copy(update={"finetune": False})})
+    outcome = _run((off, *rest))
+    assert outcome.choice is selected[-1] and outcome.summary.skipped == "search.finetune is off"
+
+
+def test_the_budget_gives_the_stage_its_share_and_tune_only_cut_all() -> None:
+    from automl.search.space import build_space
+
+    cut_points = {"efficientnet_lite0": ["all", "top", "half", "none"]}
+
+    def recipe(**search) -> Recipe:
+        return Recipe.model_validate({"data": {"folder": "x"}, "search": search, "budget": {"time": "10m"}})
+
+    on = recipe(cuts=["all", "top"], finetune_share=0.25)
+    budget = SearchBudget.start(on, 1000.0)
+    assert budget.finetune == 150.0 and budget.deadline == pytest.approx(1000.0 + 600 - budget.reserve - 150)
+    assert build_space(on.search, cut_points).cuts_by_backbone == {"efficientnet_lite0": ("all",)}
+
+    off = recipe(cuts=["all", "top"], finetune=False)
+    assert SearchBudget.start(off, 1000.0).finetune == 0.0
+    assert build_space(off.search, cut_points).cuts_by_backbone == {"efficientnet_lite0": ("all", "top")}
+    nothing_to_tune = recipe(cuts=["all"])  # the default cuts: the stage has no cut, the trials keep their time
+    assert SearchBudget.start(nothing_to_tune, 1000.0).finetune == 0.0
+    only_top = recipe(cuts=["top"])  # Tune still has cut `all`: the frozen selection needs its trials
+    assert build_space(only_top.search, cut_points).cuts_by_backbone == {"efficientnet_lite0": ("all",)}
+    with pytest.raises(ValueError, match="finetune_share"):
+        recipe(cuts=["all", "top"], finetune_share=0.7)
