@@ -8,6 +8,7 @@ train trials from that one copy of the features.
 from __future__ import annotations
 
 import io
+import socket
 
 import pytest
 from rich.console import Console
@@ -25,7 +26,12 @@ def two_node_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # a free dashboard port of its own: another Ray on the machine (a user's, a search) may hold 8265, and without
+    # its dashboard the head cannot answer the state API this test reads
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": port})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     yield cluster
