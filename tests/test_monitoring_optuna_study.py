@@ -127,7 +127,9 @@ def test_an_interrupted_search_resumes_in_the_same_study(tmp_path, local_ray):
     )
     watcher.join(timeout=5)
     before = {t.number: t for t in _study(run_dir, recipe.name).trials}
-    assert 0 < len(collect_trials(run_dir)) < 6, "the search was interrupted before its trials were done"
+    # Tune lists pending trials too (all 6 on a fast machine): count the ones that finished
+    finished = int((collect_trials(run_dir)["status"] == "complete").sum())
+    assert 0 < finished < 6, "the search was interrupted before its trials were done"
     assert all(t.state.is_finished() for t in before.values()), "an interrupted search leaves no trial RUNNING"
 
     run_trials(
