@@ -30,6 +30,7 @@ from automl.cache import BottleneckCache
 from automl.cache.engines import openvino_frozen
 from automl.cache.extract import DEFAULT_BATCH_SIZE, built_model, decode_file, frozen_forward
 from automl.data.dataset import ImageRecord, scan_dataset
+from automl.engines.openvino import STREAM_CHUNK
 from automl.machine import describe
 from benchmarks import results as results_md
 
@@ -162,8 +163,8 @@ def summary(results: dict) -> str:
             f"only, {openvino_cpu / tensorflow_cpu:.2f} x TensorFlow end to end"
         )
     return (
-        f"{results['images']} real photos of natural_images (≤ 288 px), cut `all`, batch {results['batch_size']}, "
-        "one process; engines warmed first (model built, IR converted and compiled). End to end = "
+        f"{results['images']} real photos of natural_images (≤ 288 px), cut `all`, batch {results['batch_size']} "
+        f"(OpenVINO requests of {STREAM_CHUNK}: `STREAM_CHUNK`), one process; engines warmed first (model built, IR converted and compiled). End to end = "
         "`BottleneckCache.ensure` into an empty temporary cache: read, decode (threads, JPEG draft), forward, "
         f"Parquet. 1-minute load average {results['load_average_start']:.1f} at the start, "
         f"{results['load_average_end']:.1f} at the end (the machine's 2 cores were shared with other jobs).\n\n"

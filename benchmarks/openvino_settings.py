@@ -49,7 +49,7 @@ def runner(folder, config: dict[str, str], batch: int, streamed: bool):
     def run(pixels: np.ndarray) -> None:
         starts = range(0, len(pixels), batch)
         if streamed:
-            for _ in compiled.stream(starts, lambda i: pixels[i : i + batch], ["all"]):
+            for _ in compiled.stream(starts, lambda i: pixels[i : i + batch], ["all"], chunk=batch):
                 pass
         else:
             for i in starts:

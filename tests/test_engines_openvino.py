@@ -94,6 +94,13 @@ def test_the_compiled_ir_equals_keras_by_call_and_by_stream(net, ir: Path) -> No
     for i, batch in enumerate(batches):
         np.testing.assert_allclose(streamed[i]["pooled"], compiled(batch)["pooled"], atol=1e-6)
 
+    # a batch larger than the request size goes in chunks (3 + 3 + 3 + 1 rows here) and comes back whole, in order
+    (item, chunked), *rest = list(compiled.stream([0], lambda _: pixels, chunk=3))
+    assert item == 0 and not rest
+    for name in expected:
+        assert chunked[name].shape == expected[name].shape
+        np.testing.assert_allclose(chunked[name], direct[name], atol=1e-5)
+
 
 def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve("auto") == resolve("openvino") == "openvino"  # installed here (a dependency)

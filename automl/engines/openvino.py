@@ -24,7 +24,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,11 @@ once, gave 163-171 images per CPU-second against 147-150 for LATENCY's one strea
 against 12-19 images/s of wall time while other jobs loaded the machine (a stream never waits for a descheduled
 sibling thread at a barrier). Fed one synchronous batch at a time THROUGHPUT uses one core, which is why the
 issue's side-by-side run (sync calls) found LATENCY faster."""
+STREAM_CHUNK = 8
+"""Most images per inference request in `CompiledIR.stream`: larger batches are split, their results joined. Batch 8
+was the fastest setting both on 2 shared cores (Lite0, THROUGHPUT: 30.1 images/s against 26.9 for batch 32) and on
+2 idle ones (Lite2: 176-179 against 159-162 for batch 32, either hint): smaller requests keep both streams busy to
+the end of a batch and their activations in the CPU's caches."""
 
 
 class ConversionError(RuntimeError):
@@ -155,30 +160,46 @@ class CompiledIR:
             return {name: np.array(results[i], dtype=np.float32) for name, i in wanted.items()}
 
     def stream(
-        self, items: Iterable[T], inputs: Callable[[T], np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        items: Iterable[T],
+        inputs: Callable[[T], np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        chunk: int = STREAM_CHUNK,
     ) -> Iterator[tuple[T, dict[str, np.ndarray]]]:
-        """Each item with its `outputs` (default: all), in completion order, keeping `requests` batches in flight.
+        """Each item with its `outputs` (default: all), in completion order, keeping `requests` requests in flight.
 
-        While OpenVINO computes one batch (its threads release the GIL), this thread fetches and submits the
-        next, so the caller's work between batches (decoding, stacking, writing) overlaps the inference.
+        An item's batch goes to OpenVINO in requests of at most `chunk` images (`STREAM_CHUNK`), joined again
+        before the item is yielded. While OpenVINO computes (its threads release the GIL), this thread fetches
+        and submits the next request, so the caller's work between batches (decoding, stacking, writing)
+        overlaps the inference.
         """
         import openvino
 
         wanted = self._positions(outputs)
-        finished: queue.SimpleQueue[tuple[T, dict[str, np.ndarray]]] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[_Pieces[T], int, dict[str, np.ndarray]]] = queue.SimpleQueue()
 
-        def collect(request: Any, item: T) -> None:
-            finished.put((item, {name: request.get_output_tensor(i).data.copy() for name, i in wanted.items()}))
+        def collect(request: Any, job: tuple[_Pieces[T], int]) -> None:
+            values = {name: request.get_output_tensor(i).data.copy() for name, i in wanted.items()}
+            finished.put((*job, values))
+
+        def joined() -> Iterator[tuple[T, dict[str, np.ndarray]]]:
+            while not finished.empty():
+                pieces, start, values = finished.get()
+                if pieces.add(start, values):
+                    yield pieces.item, pieces.join()
 
         jobs = openvino.AsyncInferQueue(self.compiled, self.requests)
         jobs.set_callback(collect)
         for item in items:
-            jobs.start_async(np.ascontiguousarray(inputs(item)), item)  # waits while every request is busy
-            while not finished.empty():
-                yield finished.get()
+            batch = np.ascontiguousarray(inputs(item))
+            starts = range(0, len(batch), chunk)
+            pieces = _Pieces(item, len(starts))
+            for start in starts:
+                jobs.start_async(batch[start : start + chunk], (pieces, start))  # waits while every request is busy
+                yield from joined()
         jobs.wait_all()
-        while not finished.empty():
-            yield finished.get()
+        yield from joined()
 
     def _positions(self, outputs: Sequence[str] | None) -> dict[str, int]:
         names = self.names if outputs is None else outputs
@@ -186,6 +207,25 @@ class CompiledIR:
         if unknown:
             raise KeyError(f"the IR has no output {sorted(unknown)}; it has {self.names}")
         return {name: self.names.index(name) for name in names}
+
+
+class _Pieces(Generic[T]):
+    """One item's outputs as its chunks finish, in any order; whole once every chunk has come back."""
+
+    def __init__(self, item: T, count: int) -> None:
+        self.item, self.count = item, count
+        self.values: dict[int, dict[str, np.ndarray]] = {}
+
+    def add(self, start: int, values: dict[str, np.ndarray]) -> bool:
+        """Keep one chunk's outputs; True when it was the last one."""
+        self.values[start] = values
+        return len(self.values) == self.count
+
+    def join(self) -> dict[str, np.ndarray]:
+        chunks = [self.values[start] for start in sorted(self.values)]
+        if len(chunks) == 1:
+            return chunks[0]
+        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
 def _output_name(output: Any) -> str:
