@@ -48,6 +48,7 @@ def test_two_concurrent_builds_both_succeed_and_leave_one_valid_cache(tmp_path: 
     images = reports[0]["computed"] + reports[0]["reused"]
     assert images == reports[0]["images"] == len(searched) < len(dataset.records), "no test photo: no trial reads it"
     assert reports[0]["cuts"] == ["all"] and reports[0]["splits"] == ["train", "val"]
+    assert reports[0]["stage"] is None, "no `top` or `half` in search.cuts: nothing to fine-tune"
     assert sorted(r["computed"] for r in reports) == [0, images]  # the lock made the second one reuse
     parts = PartStore(cache).parts()
     sha1s = [sha1 for part in parts for sha1 in PartStore(cache).sha1s(part)]

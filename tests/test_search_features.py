@@ -34,12 +34,24 @@ def _search(search: str):
 
 
 def test_the_search_plan_is_the_offered_cuts_plus_pooled_vectors_of_train_and_val() -> None:
-    search = _search("{backbones: [lite_a, lite_b], cuts: [top, half]}")
+    search = _search("{backbones: [lite_a, lite_b], cuts: [top, half], finetune: false}")
     plan = FeaturePlan.for_search(search, {"lite_a": ["all", "top", "none"], "lite_b": ["all", "top", "half"]})
     # `all` for every backbone: the selection fits LR-CV on each one's pooled vectors
     assert plan.cuts == {"lite_a": ("all", "top"), "lite_b": ("all", "top", "half")}
     assert plan.splits == ("train", "val"), "no trial reads the test split"
+    assert plan.stage == {}, "no fine-tuning stage, nothing planned for it"
     assert FeaturePlan.pooled("lite_b", ("train", "test")).cuts == {"lite_b": ("all",)}
+
+
+def test_with_fine_tuning_the_plan_leaves_tune_the_pooled_cut_and_plans_the_stage_cut_in_both_views() -> None:
+    cut_points = {"lite_a": ["all", "top", "none"], "lite_b": ["all", "top", "half"]}
+    plan = FeaturePlan.for_search(_search("{backbones: [lite_a, lite_b], cuts: [all, half, top]}"), cut_points)
+    assert plan.cuts == {"lite_a": ("all",), "lite_b": ("all",)}, "Tune leaves top and half to the stage"
+    # the first of the recipe's cuts each backbone offers; any backbone may be chosen, so each has its entry
+    assert plan.stage["lite_a"].entries() == [("top", "orig"), ("top", "hflip")]
+    assert plan.stage["lite_b"].entries() == [("half", "orig"), ("half", "hflip")]
+    plain = FeaturePlan.for_search(_search("{backbones: lite_a, cuts: [all, top], augment: false}"), cut_points)
+    assert plain.stage["lite_a"].entries() == [("top", "orig")], "no flips without search.augment"
 
 
 def test_a_backbone_offering_none_of_the_cuts_is_refused_naming_both_lists() -> None:
@@ -51,7 +63,7 @@ def test_backbones_are_planned_cheapest_first_each_with_its_pooled_vectors() -> 
     lite0, mobilenet = get_backbone("efficientnet_lite0"), get_backbone("mobilenet_v2")
     costs = {"efficientnet_lite0": extraction_cost(lite0), "mobilenet_v2": extraction_cost(mobilenet)}
     assert costs["mobilenet_v2"] < costs["efficientnet_lite0"], "3.5 M parameters against 4.7 M, both at 224 px"
-    search = _search("{backbones: [efficientnet_lite0, mobilenet_v2], cuts: [top]}")
+    search = _search("{backbones: [efficientnet_lite0, mobilenet_v2], cuts: [top], finetune: false}")
     cut_points = {"efficientnet_lite0": ["all", "top"], "mobilenet_v2": ["all", "top"]}
     plan = FeaturePlan.for_search(search, cut_points, costs)
     assert list(plan.cuts) == ["mobilenet_v2", "efficientnet_lite0"], "the cheapest first"

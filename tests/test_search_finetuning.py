@@ -32,7 +32,6 @@ def selected(animals10: Path, tmp_path_factory: pytest.TempPathFactory):
     from automl.search.driver import _development_pool, _lr_cv
     from automl.search.features import FeaturePlan, prepare_features
     from automl.search.selection import choose
-    from automl.search.space import build_space
 
     cache = tmp_path_factory.mktemp("cache")
     recipe = Recipe.model_validate(
@@ -44,8 +43,7 @@ def selected(animals10: Path, tmp_path_factory: pytest.TempPathFactory):
     )
     dataset = Dataset.from_recipe(recipe.data)
     backbones = {"efficientnet_lite0": get_backbone("efficientnet_lite0")}
-    space = build_space(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
-    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone)
+    plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
     features, _ = prepare_features(dataset, backbones, plan, "default", str(cache), progress=False)
     development = _development_pool(recipe, features)
     candidates = _lr_cv(development, features, Console(quiet=True))
@@ -60,9 +58,13 @@ def _budget(finetune_seconds: float) -> SearchBudget:
 
 
 def _run(selected, finetune_seconds: float = 300.0):
+    from automl.search.features import FeaturePlan
+
     recipe, dataset, backbones, features, development, choice = selected
+    plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
+    budget = _budget(finetune_seconds)
     return finetune_stage(
-        recipe, dataset, backbones, features, development, choice, _budget(finetune_seconds), Console(quiet=True)
+        recipe, dataset, backbones, features, development, choice, budget, Console(quiet=True), plan.stage
     )
 
 
@@ -117,6 +119,26 @@ def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypat
     assert not [error for chunk in chunks for error in chunk.errors]
     assert probabilities.shape == (len(photos), len(dataset.classes))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_the_stage_extracts_its_planned_entries_once_and_a_second_stage_computes_no_flip_again(
+    selected, monkeypatch
+) -> None:
+    from automl.cache import BottleneckCache
+    from automl.search.features import FeaturePlan
+
+    monkeypatch.setattr(finetuning, "EPOCHS", 1)
+    recipe, dataset, backbones, *_ = selected
+    backbone = backbones["efficientnet_lite0"]
+    stage = FeaturePlan.for_search(recipe.search, {backbone.name: list(backbone.cut_points())}).stage[backbone.name]
+    assert stage.entries() == [("top", "orig"), ("top", "hflip")]
+    cache = BottleneckCache(str(recipe.cache))
+    pool = [record for split in ("train", "val") for record in dataset.split(split)]
+    missing = cache.missing(backbone, "default", [], pool, entries=stage.entries())
+    first = _run(selected)
+    assert first.summary.extracted == missing
+    assert cache.missing(backbone, "default", [], pool, entries=stage.entries()) == 0
+    assert _run(selected).summary.extracted == 0, "a second stage over the same photos reads its views back"
 
 
 def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small_or_it_is_off(selected) -> None:

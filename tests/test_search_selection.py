@@ -81,3 +81,37 @@ def test_a_trial_is_cross_validated_with_its_own_configuration_and_no_fold_choos
     assert candidate.head.kernel.shape == (pool.x.shape[1], 10), "the fold heads averaged into one Dense layer"
     assert candidate.scores(pool.y)["oof_accuracy"] > 0.7
     assert trial_candidate("late", trained, pool, folds, 10, deadline=0.0) is None, "past the deadline: left out"
+
+
+def test_the_latency_of_an_exported_ensemble_and_of_its_best_single_member_reach_summary_and_report(
+    pools, tmp_path
+) -> None:
+    from automl.data.dataset import Dataset
+    from automl.recipe import Recipe
+    from automl.report.page import Run, selection_section
+    from automl.runs.folder import RunFolder
+    from automl.runs.records import Summary
+    from automl.runs.trials import TrialTable
+    from automl.search.export import export_choice, measure_latency
+
+    by_backbone, folds, _ = pools
+    y = by_backbone[BACKBONES[0]].y
+    candidates = [lr_cv_candidate(name, pool, folds, 10) for name, pool in by_backbone.items()]
+    ensemble = Choice(candidates, np.array([0.5, 0.5]), y, 5)
+    recipe = Recipe.model_validate({"data": {"folder": str(DATASETS / "animals10"), "max_per_class": 24}})
+    dataset = Dataset.from_recipe(recipe.data)
+    backbones = {name: get_backbone(name) for name in BACKBONES}
+    folder = RunFolder.create(tmp_path, "latency")
+    export_choice(recipe, dataset, backbones, ensemble, folder, test=False)
+
+    exported, single = measure_latency(recipe, dataset, backbones, ensemble, folder)
+    assert single is not None and 0 < exported < 60_000 and 0 < single < 60_000
+    summary = selection_summary(ensemble, (exported, single))
+    assert (summary.latency_ms_p50, summary.single_latency_ms_p50) == (exported, single)
+    page = selection_section(Run(folder, Summary(selection=summary), {}, TrialTable()))
+    assert f"exported model on this machine: {exported:.0f} ms (p50)" in page
+    assert f"best single candidate alone: {single:.0f} ms" in page
+
+    alone = Choice(candidates[:1], np.ones(1), y, 5)
+    export_choice(recipe, dataset, backbones, alone, folder, test=False)
+    assert measure_latency(recipe, dataset, backbones, alone, folder)[1] is None, "no ensemble: nothing to compare"

@@ -61,10 +61,12 @@ class BottleneckCache:
         batch_size: int = DEFAULT_BATCH_SIZE,
         engine: EngineChoice = "auto",
         views: Iterable[str] = (ORIGINAL,),
+        entries: Iterable[tuple[str, str]] = (),
         deadline: float | None = None,
         on_advance: Callable[[int], None] | None = None,
     ) -> ExtractStats:
-        """Make every (cut, view, record) available, computing only what the cache lacks.
+        """Make every (cut, view, record) available, computing only what the cache lacks; `entries`: more
+        (cut, view) pairs beyond `cuts` x `views` (a search's fine-tuning cut in flipped views, say).
 
         Each image missing some cuts or views is decoded once and goes through the frozen part once per view
         it misses, for all of that view's missing cuts (`automl.cache.views`: `hflip` flips the decoded pixels).
@@ -79,11 +81,7 @@ class BottleneckCache:
         `on_advance(n)`: n more images handled (local extraction only).
         """
         start = time.perf_counter()
-        keys = {
-            entry_label(cut, view): self.key(backbone, weights, cut, view)
-            for view in check_views(views)
-            for cut in dict.fromkeys(cuts)
-        }
+        keys = self._keys(backbone, weights, cuts, views, entries)
         if not keys:
             raise CacheError(f"ensure({backbone.name}): no cut points asked", hint="pass cuts such as ['all']")
         resolve(engine)  # an unknown engine is refused before any work
@@ -132,11 +130,26 @@ class BottleneckCache:
         cuts: Iterable[str],
         records: Sequence[ImageRecord],
         views: Iterable[str] = (ORIGINAL,),
+        entries: Iterable[tuple[str, str]] = (),
     ) -> int:
-        """Images of `records` that lack some of `cuts` (in some of `views`): what an `ensure` would compute."""
-        keys = [self.key(backbone, weights, cut, view) for view in check_views(views) for cut in dict.fromkeys(cuts)]
-        cached = [self._index(key).where.keys() for key in keys]
+        """Images of `records` that lack some of `cuts` (in some of `views`) or of `entries`: what an `ensure`
+        would compute."""
+        keys = self._keys(backbone, weights, cuts, views, entries)
+        cached = [self._index(key).where.keys() for key in keys.values()]
         return len({r.sha1 for r in records if any(r.sha1 not in where for where in cached)})
+
+    def _keys(
+        self,
+        backbone: Backbone,
+        weights: str,
+        cuts: Iterable[str],
+        views: Iterable[str],
+        entries: Iterable[tuple[str, str]],
+    ) -> dict[str, CacheKey]:
+        """entry label → key of every (cut, view) of `cuts` x `views` plus `entries`, each once."""
+        pairs = [(cut, view) for view in check_views(views) for cut in dict.fromkeys(cuts)] + list(entries)
+        check_views(view for _, view in pairs)
+        return {entry_label(cut, view): self.key(backbone, weights, cut, view) for cut, view in pairs}
 
     def load(
         self,

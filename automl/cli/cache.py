@@ -120,8 +120,9 @@ def build(
 ) -> None:
     """Compute the features the recipe's search will read (and only those), so that it starts on a warm cache.
 
-    Exactly the search's `FeaturePlan`: each backbone's cuts that the recipe asks and it offers, cut `all`
-    of the first backbone (the baseline), of the train and val photos (no trial reads the test split).
+    Exactly the search's `FeaturePlan`, of the train and val photos (no trial reads the test split): cut `all`
+    of every backbone (LR-CV, the selection), the cuts its Tune trials may train on, and the fine-tuning stage's
+    cut in its views (`stage`: the search reads it for the one backbone it fine-tunes, chosen as it runs).
     """
     from automl.backbones.registry import get_backbone
     from automl.cache import BottleneckCache
@@ -156,10 +157,12 @@ def build(
     results: list[dict[str, Any]] = []
     for name, stats in all_stats.items():
         cuts = plan.cuts[name]
+        stage = plan.stage.get(name)
         results.append(
             {
                 "backbone": name,
                 "cuts": list(cuts),
+                "stage": {"cut": stage.cut, "views": list(stage.views)} if stage else None,
                 "splits": list(plan.splits),
                 "images": len(plan.records(dataset)),
                 "computed": stats.computed,
@@ -173,8 +176,9 @@ def build(
         )
         if not as_json:
             rate = stats.computed / stats.seconds if stats.seconds else 0.0
+            staged = f" + fine-tuning {stage.cut}@{'/'.join(stage.views)}" if stage else ""
             typer.echo(
-                f"{name} [{', '.join(cuts)}] of {'+'.join(plan.splits)}: {stats.computed} computed, "
+                f"{name} [{', '.join(cuts)}]{staged} of {'+'.join(plan.splits)}: {stats.computed} computed, "
                 f"{stats.reused} reused, {len(stats.failed)} failed, {stats.bytes / 1e6:.1f} MB written in "
                 f"{stats.seconds:.1f} s ({rate:.1f} images/s)"
             )

@@ -26,6 +26,7 @@ from automl.atomic import write_atomic
 from automl.machine import describe as describe_machine
 from automl.report import analysis, plots
 from automl.runs import RunFolder, Summary, TestMetrics, TrialTable
+from automl.runs.records import SelectionSummary
 
 THUMBNAIL_PX = 112
 MAX_THUMBNAILS = 24
@@ -237,7 +238,17 @@ def selection_section(run: Run) -> str:
             f"; the greedy ensemble changed OOF log-loss by {selection.ensemble_gain:+.4f} "
             f"(bootstrap: not better in {100 * (selection.ensemble_p or 0):.1f} % of resamples; kept when at most 10 %)"
         )
-    return _note(estimate) + table + _note(verdict) + calibration
+    return _note(estimate) + table + _note(verdict) + _latency_note(selection) + calibration
+
+
+def _latency_note(selection: SelectionSummary) -> str:
+    """The exported model's single-photo latency, and what the ensemble costs against its best single member."""
+    if selection.latency_ms_p50 is None:
+        return ""
+    text = f"single-photo latency of the exported model on this machine: {selection.latency_ms_p50:.0f} ms (p50)"
+    if selection.single_latency_ms_p50 is not None:
+        text += f"; the best single candidate alone: {selection.single_latency_ms_p50:.0f} ms"
+    return _note(text)
 
 
 def leaderboard_section(run: Run) -> str:

@@ -131,6 +131,10 @@ class SelectionSummary(_Record):
     """Share of bootstrap resamples where the ensemble is not better (one-sided p)."""
     blend_temperature: float = 1.0
     """The temperature recalibrating a kept ensemble's average (1: a single model)."""
+    latency_ms_p50: float | None = None
+    """Single-photo latency of the exported model, median of `LATENCY_RUNS` calls on this machine (ms)."""
+    single_latency_ms_p50: float | None = None
+    """The same for the best single candidate, measured when the export is an ensemble: what the ensemble costs."""
 
 
 class FinetuneSummary(_Record):
@@ -146,6 +150,8 @@ class FinetuneSummary(_Record):
     """The fine-tuned model's accuracy on the same fold (with flip test-time averaging when `tta`)."""
     held_out: int = 0
     """Photos of the held-out fold."""
+    extracted: int = 0
+    """Photos whose activations (cut, views) the stage computed: 0 after `automl cache build` or a search before."""
     epochs: int = 0
     augment: bool = False
     seconds: float = 0.0

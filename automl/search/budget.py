@@ -40,6 +40,9 @@ RUNTIMES_S = 45.0
 measured on animals10 and natural_images): done only when that much of the budget is left."""
 AUDIT_S = 20.0
 """What the dataset audit costs at the end of a search (LR-CV refit, the test photos' features): skipped without."""
+LATENCY_S = 15.0
+"""What timing one photo through the exported model costs (and through the best single candidate, saved and loaded
+again, when the export is an ensemble): skipped without, the summary's latency then null."""
 
 
 def final_reserve(budget_s: float) -> float:

@@ -40,8 +40,8 @@ from automl.recipe import Recipe, dump_recipe
 from automl.runs.folder import RunFolder
 from automl.runs.records import BaselineResult, BestTrial, RayCluster, Summary
 from automl.runs.trials import TrialRecord, TrialTable
-from automl.search.budget import AUDIT_S, RUNTIMES_S, SearchBudget, trial_count
-from automl.search.export import export_choice
+from automl.search.budget import AUDIT_S, LATENCY_S, RUNTIMES_S, SearchBudget, trial_count
+from automl.search.export import export_choice, measure_latency
 from automl.search.finetuning import finetune_stage
 from automl.search.selection import selection_summary
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from automl.data.dataset import Dataset
     from automl.monitoring.mlflow_logging import Tracking
     from automl.search.cluster import RaySession
-    from automl.search.features import BackbonePart, FeatureReport, FeatureSet
+    from automl.search.features import BackbonePart, FeaturePlan, FeatureReport, FeatureSet
     from automl.search.selection import Candidate, Choice
     from automl.search.space import SearchSpace
 
@@ -107,13 +107,13 @@ def run_search(
     folder = _resume_folder(recipe, resume) if resume else _new_folder(recipe)
     console.print(f"[bold]run folder[/bold] {folder.root}")
     phases = Phases()
-    dataset, backbones, space = _prepare(recipe, console)
+    dataset, backbones, space, plan = _prepare(recipe, console)
     with phases.measure("ray_start"):
         session = _connect(recipe, address, console)
     tracking = _watch(recipe, folder, console)
     first_model = FirstModel(recipe, dataset, backbones, folder, console, started)
     features, feature_report, space = _features(
-        recipe, dataset, backbones, space, folder, budget, console, on_done=first_model
+        recipe, dataset, backbones, plan, space, folder, budget, console, on_done=first_model
     )
     phases.seconds["features"] = round(feature_report.seconds, 2)
     with phases.measure("lr_cv"):
@@ -136,7 +136,9 @@ def run_search(
         candidates += _finalists(trials, development, features, budget, console)
         choice = _choose(recipe, development, candidates, console)
     with phases.measure("finetune"):
-        finetuned = finetune_stage(recipe, dataset, backbones, features, development, choice, budget, console)
+        finetuned = finetune_stage(
+            recipe, dataset, backbones, features, development, choice, budget, console, plan.stage
+        )
         choice = finetuned.choice
     with phases.measure("export_and_test"):
         runtimes = budget.left() > RUNTIMES_S + AUDIT_S
@@ -144,6 +146,8 @@ def run_search(
             console.print("[yellow]export:[/yellow] no time left to convert and check SavedModel/TFLite/OpenVINO")
         metrics = export_choice(recipe, dataset, backbones, choice, folder, runtimes=runtimes)
     assert metrics is not None
+    with phases.measure("latency"):
+        latency = measure_latency(recipe, dataset, backbones, choice, folder) if budget.left() > LATENCY_S else None
     estimate = choice.estimate()
     summary = Summary(
         run_dir=str(folder.root),
@@ -167,7 +171,7 @@ def run_search(
         model=str(folder.model),
         ray=RayCluster(address=session.address, dashboard=session.dashboard_url, nodes=session.nodes),
         machine=describe_machine(),
-        selection=selection_summary(choice),
+        selection=selection_summary(choice, latency or (None, None)),
         first_model_seconds=first_model.seconds,
         finetune=finetuned.summary,
     )
@@ -226,9 +230,11 @@ def _resume_folder(recipe: Recipe, run_dir: Path) -> RunFolder:
     return folder
 
 
-def _prepare(recipe: Recipe, console: Console) -> tuple[Dataset, dict[str, Backbone], SearchSpace]:
+def _prepare(recipe: Recipe, console: Console) -> tuple[Dataset, dict[str, Backbone], SearchSpace, FeaturePlan]:
+    """The data, the backbones, the Tune space and the features the search reads (`FeaturePlan`)."""
     from automl.backbones.registry import get_backbone
     from automl.data.dataset import Dataset
+    from automl.search.features import FeaturePlan, extraction_cost
     from automl.search.space import build_space
 
     dataset = Dataset.from_recipe(recipe.data)
@@ -246,10 +252,14 @@ def _prepare(recipe: Recipe, console: Console) -> tuple[Dataset, dict[str, Backb
             )
         if backbone.random_weights(weights):
             console.print(f"[bold red]WARNING: {name} uses RANDOM weights (search.weights: none): plumbing only")
-    space = build_space(recipe.search, {name: list(b.cut_points()) for name, b in backbones.items()})
+    cut_points = {name: list(b.cut_points()) for name, b in backbones.items()}
+    space = build_space(recipe.search, cut_points)
+    plan = FeaturePlan.for_search(
+        recipe.search, cut_points, {name: extraction_cost(backbone) for name, backbone in backbones.items()}
+    )
     counts = {split: len(dataset.split(split)) for split in ("train", "val", "test")}
     console.print(f"[bold]data[/bold] {dataset.root}: {len(dataset.classes)} classes, {counts}")
-    return dataset, backbones, space
+    return dataset, backbones, space, plan
 
 
 def _connect(recipe: Recipe, address: str | None, console: Console) -> RaySession:
@@ -267,6 +277,7 @@ def _features(
     recipe: Recipe,
     dataset: Dataset,
     backbones: dict[str, Backbone],
+    plan: FeaturePlan,
     space: SearchSpace,
     folder: RunFolder,
     budget: SearchBudget,
@@ -277,10 +288,8 @@ def _features(
     """Extract backbone by backbone, cheapest first, until `MIN_TRIAL_S` before the trials' deadline; the
     features and the space on the backbones that finished (the others' parts stay cached for the next search)."""
     from automl.search.budget import MIN_TRIAL_S
-    from automl.search.features import ExtractionLog, FeaturePlan, extraction_cost, prepare_features
+    from automl.search.features import ExtractionLog, prepare_features
 
-    costs = {name: extraction_cost(backbone) for name, backbone in backbones.items()}
-    plan = FeaturePlan.for_search(recipe.search, space.cuts_by_backbone, costs)
     features, report = prepare_features(
         dataset,
         backbones,

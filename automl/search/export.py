@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from automl.atomic import write_atomic
 from automl.dimensions import Value
@@ -136,3 +139,33 @@ def export_choice(
         runtimes=runtimes,
     )
     return TestMetrics.model_validate(metrics)
+
+
+LATENCY_RUNS = 20
+
+
+def measure_latency(
+    recipe: Recipe, dataset: Dataset, backbones: dict[str, Backbone], choice: Choice, folder: RunFolder
+) -> tuple[float, float | None]:
+    """Single-photo p50 (ms) of the exported model and, when it is an ensemble, of the best single candidate
+    (assembled the same way in a temporary folder): the price of the ensemble, for the summary and report."""
+    import tempfile
+
+    from automl.bench import single_photo_latency
+    from automl.exported import ExportedModel
+    from automl.search.selection import Choice, assemble_choice
+
+    photo = dataset.split("test")[0].path if dataset.split("test") else dataset.records[0].path
+    exported = ExportedModel.load(folder.model)
+    _, pixels, _ = exported.decode_files([photo])
+    latency = single_photo_latency(exported, pixels[0], LATENCY_RUNS)["p50"]
+    if not choice.is_ensemble:
+        return latency, None
+    best = Choice(choice.candidates[:1], np.ones(1), choice.y, choice.folds)
+    model, resize = assemble_choice(best, backbones, recipe.search.weights, dataset.classes)
+    with tempfile.TemporaryDirectory(prefix="automl-latency-") as scratch:
+        single_folder = Path(scratch) / "model"
+        ExportedModel.save(single_folder, model, dataset.classes, resize, {"backbone": best.candidates[0].backbone})
+        single = ExportedModel.load(single_folder)
+        _, pixels, _ = single.decode_files([photo])
+        return latency, single_photo_latency(single, pixels[0], LATENCY_RUNS)["p50"]

@@ -1,10 +1,13 @@
 """The features a recipe needs (`FeaturePlan`), and those every trial trains on, shared read-only.
 
 `FeaturePlan` is the one answer to "which cached features does this job read?": for a search, every
-(backbone, cut) its space can propose, cheapest backbone first, plus cut `all` of that one (the baseline),
-of the train and val photos only (no trial reads the test split); for the learning curve and the benchmark, one
-backbone's pooled vectors (cut `all`) of the splits they score. `automl cache build` fills exactly the
-search's plan, so the search that follows computes nothing.
+(backbone, cut) its Tune space can propose plus cut `all` of every backbone (LR-CV and the selection), cheapest
+backbone first, and, per backbone, what the fine-tuning stage reads should the selection choose it (its cut, in
+the original and flipped views: `StageFeatures`), of the train and val photos only (no trial reads the test
+split); for the learning curve and the benchmark, one backbone's pooled vectors (cut `all`) of the splits they
+score. `automl cache build` fills all of the search's plan, so the search that follows computes nothing; the
+search itself extracts the stage's entries of the chosen backbone only, when the stage starts (which backbone is
+known only then, and extracting every backbone's flips up front would delay the first model).
 
 The driver extracts backbone by backbone (`FeaturePlan.extract`: each backbone's features as soon as they
 exist; at a deadline it stops with the finished parts cached), loads the train and val rows of the
@@ -43,26 +46,45 @@ POOLED = "all"
 
 
 @dataclass(frozen=True)
+class StageFeatures:
+    """What the fine-tuning stage reads of a backbone it fine-tunes: one cut's activations in `views`."""
+
+    cut: str
+    views: tuple[str, ...]
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(cut, view) pairs, as `BottleneckCache.ensure(entries=...)` takes them."""
+        return [(self.cut, view) for view in self.views]
+
+
+@dataclass(frozen=True)
 class FeaturePlan:
-    """Which cached features a job reads: for each backbone its cuts, of the photos of `splits`."""
+    """Which cached features a job reads: for each backbone its cuts (original photos), and the fine-tuning
+    stage's entries (`stage`: read for the one backbone the selection chooses), of the photos of `splits`."""
 
     cuts: Mapping[str, tuple[str, ...]]
     splits: tuple[Split, ...]
+    stage: Mapping[str, StageFeatures] = field(default_factory=dict)
 
     @classmethod
     def for_search(
         cls, search: SearchSection, cut_points: Mapping[str, Iterable[str]], costs: Mapping[str, float] | None = None
     ) -> FeaturePlan:
-        """A search's: the cuts its space offers per backbone plus `all` (pooled vectors: LR-CV fits each
-        backbone's, and the baseline the first's), train + val, backbones cheapest first by `costs`
-        (`extraction_cost`; recipe order without, and for ties): the first features to exist are the
+        """A search's, given each backbone's own cut point names: the cuts its Tune space offers per backbone
+        plus `all` (pooled vectors: LR-CV fits each backbone's, and the baseline the first's), the fine-tuning
+        stage's entries per backbone (none when `search.finetune` is off), train + val, backbones cheapest first
+        by `costs` (`extraction_cost`; recipe order without, and for ties): the first features to exist are the
         cheapest backbone's, and the first model is trained on them."""
-        from automl.search.space import offered_cuts
+        from automl.cache.views import HFLIP, ORIGINAL
+        from automl.search.space import build_space, stage_cut
 
-        offered = offered_cuts(search, cut_points)
+        offered = build_space(search, cut_points).cuts_by_backbone
         order = sorted(offered, key=lambda name: costs[name]) if costs else list(offered)
         cuts = {name: tuple(dict.fromkeys((POOLED, *offered[name]))) for name in order}
-        return cls(cuts=cuts, splits=TRIAL_SPLITS)
+        views = (ORIGINAL, HFLIP) if search.augment else (ORIGINAL,)
+        stage_cuts = {name: stage_cut(search, cut_points[name]) for name in order}
+        stage = {name: StageFeatures(cut, views) for name, cut in stage_cuts.items() if cut is not None}
+        return cls(cuts=cuts, splits=TRIAL_SPLITS, stage=stage)
 
     @classmethod
     def pooled(cls, backbone: str, splits: Sequence[Split]) -> FeaturePlan:
@@ -84,7 +106,8 @@ class FeaturePlan:
         batch_size: int = 32,
         engine: EngineChoice = "auto",
     ) -> dict[str, ExtractStats]:
-        """Compute what the cache lacks of this plan; what each backbone's `ensure` did."""
+        """Compute what the cache lacks of this plan, the stage's entries included (each photo decoded once per
+        backbone); what each backbone's `ensure` did."""
         records = self.records(dataset)
         return {
             name: cache.ensure(
@@ -92,6 +115,7 @@ class FeaturePlan:
                 weights,
                 list(cuts),
                 records,
+                entries=self.stage[name].entries() if name in self.stage else (),
                 progress=progress,
                 executor=executor,
                 batch_size=batch_size,

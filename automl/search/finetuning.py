@@ -26,6 +26,7 @@ stage is skipped and says why.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,6 @@ import numpy as np
 
 from automl.cache.views import HFLIP, ORIGINAL
 from automl.runs.records import FinetuneSummary
-from automl.search.space import finetune_cuts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from automl.recipe import Recipe, SearchSection
     from automl.search.budget import SearchBudget
     from automl.search.driver import Development
-    from automl.search.features import FeatureSet
+    from automl.search.features import FeatureSet, StageFeatures
     from automl.search.selection import Candidate, Choice
     from automl.train.finetune import FinetuneResult
 
@@ -75,29 +75,32 @@ def finetune_stage(
     choice: Choice,
     budget: SearchBudget,
     console: Console,
+    stage: Mapping[str, StageFeatures],
 ) -> StageOutcome:
-    """Fine-tune the chosen backbone after its cut, compare with its probe on fold 0, keep the winner."""
+    """Fine-tune the chosen backbone after its cut, compare with its probe on fold 0, keep the winner.
+
+    `stage`: per backbone, the cut and views to train on (`FeaturePlan.stage`, what `automl cache build` fills)."""
     started = time.perf_counter()
     backbone = backbones[choice.members[0][0].backbone]
     probe = _probe_of(choice, backbone.name)
-    cuts = [cut for cut in finetune_cuts(recipe.search) if cut in backbone.cut_points()]
-    skipped = _skip_reason(recipe.search, backbone.name, cuts, probe, budget)
+    features_of = stage.get(backbone.name)
+    skipped = _skip_reason(recipe.search, backbone.name, features_of, probe, budget)
     if skipped is not None:
         console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
         return StageOutcome(choice, FinetuneSummary(backbone=backbone.name, skipped=skipped))
-    assert probe is not None  # _skip_reason
+    assert probe is not None and features_of is not None  # _skip_reason
     # from now, and never into the second half of the final reserve (the export and test need it)
     deadline = min(time.time() + budget.finetune, budget.deadline + budget.finetune + budget.reserve / 2)
-    run = _Run(recipe, dataset, backbone, features, development, probe, cuts[0], deadline)
+    run = _Run(recipe, dataset, backbone, features, development, probe, features_of, deadline)
     return run.compare(choice, console, started)
 
 
 def _skip_reason(
-    search: SearchSection, backbone: str, cuts: list[str], probe: Candidate | None, budget: SearchBudget
+    search: SearchSection, backbone: str, stage: StageFeatures | None, probe: Candidate | None, budget: SearchBudget
 ) -> str | None:
     if not search.finetune:
         return "search.finetune is off"
-    if not cuts:
+    if stage is None:
         return f"search.cuts holds no cut to fine-tune that {backbone} offers (add `top` or `half`)"
     if probe is None:
         return f"no LR-CV candidate of {backbone} among the selection's candidates"
@@ -128,24 +131,24 @@ class _Run:
         features: FeatureSet,
         development: Development,
         probe: Candidate,
-        cut: str,
+        stage: StageFeatures,
         deadline: float,
     ) -> None:
         from automl.cache import BottleneckCache
         from automl.paths import cache_root
 
-        self.recipe, self.backbone, self.probe, self.cut, self.deadline = recipe, backbone, probe, cut, deadline
+        self.recipe, self.backbone, self.probe, self.cut, self.deadline = recipe, backbone, probe, stage.cut, deadline
         self.weights = recipe.search.weights
         self.x_pooled, self.y, self.sha1s = features.pool(backbone.name)
         self.development = development
         self.held_out = development.folds == HELD_OUT_FOLD
-        self.views = [ORIGINAL, HFLIP] if recipe.search.augment else [ORIGINAL]
+        self.views = list(stage.views)
         self.cache = BottleneckCache(cache_root(recipe.cache))
         wanted = set(self.sha1s)
         records = [r for split in ("train", "val") for r in dataset.split(split) if r.sha1 in wanted]
-        self.cache.ensure(
-            backbone, self.weights, [cut], records, views=self.views, progress=False, engine=recipe.resources.engine
-        )
+        self.extracted = self.cache.ensure(
+            backbone, self.weights, [], records, entries=stage.entries(), progress=False, engine=recipe.resources.engine
+        ).computed
 
     def compare(self, choice: Choice, console: Console, started: float) -> StageOutcome:
         from automl.train.finetune import probe_head
@@ -157,7 +160,10 @@ class _Run:
         if left < MIN_FINETUNE_S / 2:  # the activations it had to extract took the share
             skipped = f"{left:.0f} s left after extracting the `{self.cut}` activations"
             console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
-            return StageOutcome(choice, FinetuneSummary(backbone=self.backbone.name, cut=self.cut, skipped=skipped))
+            return StageOutcome(
+                choice,
+                FinetuneSummary(backbone=self.backbone.name, cut=self.cut, extracted=self.extracted, skipped=skipped),
+            )
         k = self.development.k
         # the fold run gets the share that leaves the refit (k/(k-1) as many rows) its turn
         fold_limit = left / (1 + k / (k - 1))
@@ -190,6 +196,7 @@ class _Run:
             chosen_accuracy=chosen_correct / n,
             ft_accuracy=ft_correct / n,
             held_out=n,
+            extracted=self.extracted,
             epochs=result.epochs_done,
             augment=len(self.views) > 1,
             seconds=round(time.perf_counter() - started, 1),

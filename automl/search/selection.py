@@ -272,8 +272,9 @@ def assemble_choice(choice: Choice, backbones: Mapping[str, Backbone], weights: 
     return assemble_ensemble(members, labels, temperature=choice.blend_temperature)
 
 
-def selection_summary(choice: Choice) -> SelectionSummary:
-    """summary.json's `selection`: the candidates' OOF scores, the members and the cross-validated estimate."""
+def selection_summary(choice: Choice, latency: tuple[float | None, float | None] = (None, None)) -> SelectionSummary:
+    """summary.json's `selection`: the candidates' OOF scores, the members, the cross-validated estimate and the
+    single-photo latency (ms, p50) of the export and of the best single candidate (`export.measure_latency`)."""
     from automl.runs.records import CandidateScore, CrossValidation, SelectionMember, SelectionSummary
 
     estimate = choice.estimate()
@@ -296,4 +297,6 @@ def selection_summary(choice: Choice) -> SelectionSummary:
         ensemble_gain=choice.comparison.difference if choice.comparison else None,
         ensemble_p=choice.comparison.share_not_better if choice.comparison else None,
         blend_temperature=choice.blend_temperature,
+        latency_ms_p50=latency[0],
+        single_latency_ms_p50=latency[1],
     )

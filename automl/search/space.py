@@ -156,6 +156,13 @@ def finetune_cuts(search: SearchSection) -> list[str]:
     return [cut for cut in search.cuts if cut in FINETUNED_CUTS] if search.finetune else []
 
 
+def stage_cut(search: SearchSection, cut_points: Iterable[str]) -> str | None:
+    """The cut the fine-tuning stage trains after on a backbone with `cut_points`: the first of the recipe's
+    `FINETUNED_CUTS` it offers, None when it offers none or the stage is off."""
+    offered = set(cut_points)
+    return next((cut for cut in finetune_cuts(search) if cut in offered), None)
+
+
 def build_space(search: SearchSection, cut_points: Mapping[str, Iterable[str]]) -> SearchSpace:
     """The space for the recipe's `search` section, given each backbone's own cut point names.
 
