@@ -164,10 +164,11 @@ def summary(results: dict) -> str:
         )
     return (
         f"{results['images']} real photos of natural_images (≤ 288 px), cut `all`, batch {results['batch_size']} "
-        f"(OpenVINO requests of {STREAM_CHUNK}: `STREAM_CHUNK`), one process; engines warmed first (model built, IR converted and compiled). End to end = "
+        f"(OpenVINO requests of {STREAM_CHUNK}: `STREAM_CHUNK`), one process; engines warmed first (model built, "
+        "IR converted and compiled). End to end = "
         "`BottleneckCache.ensure` into an empty temporary cache: read, decode (threads, JPEG draft), forward, "
         f"Parquet. 1-minute load average {results['load_average_start']:.1f} at the start, "
-        f"{results['load_average_end']:.1f} at the end (the machine's 2 cores were shared with other jobs).\n\n"
+        f"{results['load_average_end']:.1f} at the end (other processes' load, if any, weighs on both engines).\n\n"
         + results_md.table(rows)
         + "\n\nImages per CPU-second (this process's user + system time) move less with other processes' load than "
         "wall rates; a machine with two idle cores gives up to twice them in images/s. The same ratios per "

@@ -58,8 +58,8 @@ def test_a_bad_description_is_refused_naming_the_field(
         ExportedModel.load(with_description(tiny_dir, tmp_path, **changes))
 
 
-def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_dir: Path, tmp_path: Path) -> None:
-    """A 20 KB file declaring Dense(units=1e8): its config is read from the zip, Keras never sees it."""
+def _with_config(tiny_dir: Path, tmp_path: Path, *replacements: tuple[bytes, bytes]) -> Path:
+    """A copy of the tiny model folder whose model.keras has `replacements` made in its config.json."""
     folder = tmp_path / "model"
     shutil.copytree(tiny_dir, folder)
     source, target = folder / "model.keras", tmp_path / "bomb.keras"
@@ -67,11 +67,18 @@ def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_di
         for item in original.infolist():
             data = original.read(item)
             if item.filename == "config.json":
-                data = data.replace(b'"units": 3', b'"units": 100000000')
-                assert b"100000000" in data
+                for old, new in replacements:
+                    assert old in data, old
+                    data = data.replace(old, new)
             bomb.writestr(item, data)
     os.replace(target, source)
-    assert source.stat().st_size < 100_000
+    return folder
+
+
+def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_dir: Path, tmp_path: Path) -> None:
+    """A 20 KB file declaring Dense(units=1e8): its config is read from the zip, Keras never sees it."""
+    folder = _with_config(tiny_dir, tmp_path, (b'"units": 3', b'"units": 100000000'))
+    assert (folder / "model.keras").stat().st_size < 100_000
     with pytest.raises(
         InputError, match=rf"declares a width of 100,000,000, more than the limit of {MAX_LAYER_WIDTH:,}"
     ):
@@ -80,16 +87,9 @@ def test_a_model_declaring_huge_layers_is_refused_before_keras_allocates(tiny_di
 
 def test_layers_each_within_the_width_limit_but_huge_together_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """Conv2D(65,536) into Dense(65,536): each width allowed; 3x3x3x65,536 + 65,536² parameters together (17 GB)."""
-    folder = tmp_path / "model"
-    shutil.copytree(tiny_dir, folder)
-    source, target = folder / "model.keras", tmp_path / "bomb.keras"
-    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as bomb:
-        for item in original.infolist():
-            data = original.read(item)
-            if item.filename == "config.json":
-                data = data.replace(b'"filters": 8', b'"filters": 65536').replace(b'"units": 3', b'"units": 65536')
-            bomb.writestr(item, data)
-    os.replace(target, source)
+    folder = _with_config(
+        tiny_dir, tmp_path, (b'"filters": 8', b'"filters": 65536'), (b'"units": 3', b'"units": 65536')
+    )
     with pytest.raises(InputError, match=r"would allocate about 4,296,736,768 parameters, more than the limit of 250,"):
         ExportedModel.load(folder)
 

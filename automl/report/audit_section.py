@@ -93,56 +93,47 @@ def _short(path: str) -> str:
     return "/".join(parts[-2:])
 
 
+def _gallery(title: str, note: str, figures: Sequence[str]) -> str:
+    """One finding's heading, its explanation and its thumbnails ("none found" without any)."""
+    if not figures:
+        return f"<h3>{title}</h3>" + _note("none found")
+    return f"<h3>{title}</h3>" + _note(note) + f'<div class="thumbs">{"".join(figures)}</div>'
+
+
 def _label_issues(issues: list[dict[str, Any]], roots: Sequence[Path]) -> str:
-    if not issues:
-        return "<h3>Likely label errors</h3>" + _note("none found")
-    figures = "".join(
+    figures = [
         _figure(item["path"], f"#{item['rank']} {item['given']} → {item['suggested']} (p {item['score']:.2f})", roots)
         for item in issues[:MAX_THUMBNAILS]
+    ]
+    note = (
+        f"{len(issues)} photos whose given class is improbable out of sample (cleanlab, confident learning), "
+        "lowest probability of the given class first; caption: given → suggested (p of the given class)"
     )
-    return (
-        "<h3>Likely label errors</h3>"
-        + _note(
-            f"{len(issues)} photos whose given class is improbable out of sample (cleanlab, confident learning), "
-            f"lowest probability of the given class first; caption: given → suggested (p of the given class)"
-        )
-        + f'<div class="thumbs">{figures}</div>'
-    )
+    return _gallery("Likely label errors", note, figures)
 
 
 def _near_duplicates(pairs: list[dict[str, Any]], roots: Sequence[Path]) -> str:
-    if not pairs:
-        return "<h3>Near-duplicates</h3>" + _note("none found")
-    shown = sorted(pairs, key=lambda pair: pair["leak"] is None)[:SHOWN_PAIRS]
     figures = []
-    for pair in shown:
+    for pair in sorted(pairs, key=lambda pair: pair["leak"] is None)[:SHOWN_PAIRS]:
         where = f"leak across {pair['leak']}" if pair["leak"] else "same split"
         figures.append(_figure(pair["a"], f"{pair['a_label']} ({pair['a_split']})", roots))
         figures.append(
             _figure(pair["b"], f"{pair['b_label']} ({pair['b_split']}), cos {pair['cosine']:.3f}, {where}", roots)
         )
-    return (
-        "<h3>Near-duplicates</h3>"
-        + _note(f"{len(pairs)} pairs, those crossing the test split or two folds first; shown in pairs, left to right")
-        + f'<div class="thumbs">{"".join(figures)}</div>'
-    )
+    note = f"{len(pairs)} pairs, those crossing the test split or two folds first; shown in pairs, left to right"
+    return _gallery("Near-duplicates", note, figures)
 
 
 def _outliers(outliers: list[dict[str, Any]], roots: Sequence[Path]) -> str:
-    if not outliers:
-        return "<h3>Outliers</h3>" + _note("none found")
-    figures = "".join(
+    figures = [
         _figure(item["path"], f"{item['label']}, nearest {item['nearest_class']} (cos {item['similarity']:.2f})", roots)
         for item in outliers[:SHOWN_OUTLIERS]
+    ]
+    note = (
+        f"{len(outliers)} photos that nothing here looks like (low cosine to their 5th most similar photo); "
+        "caption: class, the class of the most similar photo"
     )
-    return (
-        "<h3>Outliers</h3>"
-        + _note(
-            f"{len(outliers)} photos that nothing here looks like (low cosine to their 5th most similar photo); "
-            "caption: class, the class of the most similar photo"
-        )
-        + f'<div class="thumbs">{figures}</div>'
-    )
+    return _gallery("Outliers", note, figures)
 
 
 def _exact_copies(copies: list[dict[str, Any]]) -> str:

@@ -167,7 +167,7 @@ class _Run:
         k = self.development.k
         # the fold run gets the share that leaves the refit (k/(k-1) as many rows) its turn
         fold_limit = left / (1 + k / (k - 1))
-        result = self._finetune(head, self.held_out, fold_limit)
+        result = self._finetune(head, self.held_out, limit=fold_limit)
         y_out = self.y[self.held_out]
         lp_correct = _correct(self.probe.oof_probabilities[self.held_out], y_out)
         chosen_correct = _correct(choice.oof_probabilities[self.held_out], y_out)
@@ -206,7 +206,11 @@ class _Run:
         )
         return StageOutcome(choice, summary)
 
-    def _finetune(self, head, held_out: np.ndarray, limit: float) -> FinetuneResult:
+    def _finetune(
+        self, head, held_out: np.ndarray, *, epochs: int = EPOCHS, limit: float | None = None
+    ) -> FinetuneResult:
+        """LP-FT from `head` on the pool rows not `held_out` (every view), scoring the held-out rows when any
+        (in every view, for the flip test-time choice)."""
         from automl.train.finetune import FinetuneConfig, FoldData, finetune
 
         data = FoldData.from_cache(
@@ -221,7 +225,7 @@ class _Run:
             views=self.views,
             held_out_views=self.views,
         )
-        config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=EPOCHS, seed=self.recipe.search.seed)
+        config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=max(1, epochs), seed=self.recipe.search.seed)
         return finetune(self.backbone, self.weights, self.cut, head, data, config, time_limit=limit)
 
     def _winner(
@@ -245,7 +249,8 @@ class _Run:
         refit = time.time() + needed <= self.deadline
         if refit:
             head = probe_head(self.x_pooled, self.y, c=head_c)
-            trained = self._refit(head, np.zeros(len(self.y), dtype=bool), fold_result.epochs_done)
+            # the same recipe for the fold run's epochs on every pool photo (no held-out rows left to score)
+            trained = self._finetune(head, np.zeros(len(self.y), dtype=bool), epochs=fold_result.epochs_done).trial
         console.print(
             "[bold]fine-tuning[/bold] exported model: "
             + ("refit on the whole pool" if refit else f"the fold model (a refit needs ~{needed:.0f} s, not left)")
@@ -271,24 +276,6 @@ class _Run:
             seconds=fold_result.trial.seconds,
         )
         return Choice([candidate], np.ones(1), y_out, self.development.k), refit
-
-    def _refit(self, head, held_out: np.ndarray, epochs: int):
-        """The same recipe for the fold run's epochs on every pool photo (no held-out rows left to score)."""
-        from automl.train.finetune import FinetuneConfig, FoldData, finetune
-
-        data = FoldData.from_cache(
-            self.cache,
-            self.backbone,
-            self.weights,
-            self.cut,
-            self.sha1s,
-            self.y,
-            held_out,
-            num_classes=self.probe.oof_probabilities.shape[1],
-            views=self.views,
-        )
-        config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=max(1, epochs), seed=self.recipe.search.seed)
-        return finetune(self.backbone, self.weights, self.cut, head, data, config).trial
 
 
 def _correct(probabilities: np.ndarray, labels: np.ndarray) -> int:
