@@ -175,3 +175,40 @@ def test_the_budget_gives_the_stage_its_share_and_tune_only_cut_all() -> None:
     assert build_space(only_top.search, cut_points).cuts_by_backbone == {"efficientnet_lite0": ("all",)}
     with pytest.raises(ValueError, match="finetune_share"):
         recipe(cuts=["all", "top"], finetune_share=0.7)
+
+
+@pytest.mark.slow
+def test_a_search_whose_fine_tuned_model_wins_exports_it_and_audits_with_the_selections_predictions(
+    tmp_path, cats_and_dogs, monkeypatch
+) -> None:
+    """The whole search, in process, LP-FT forced to win: before the fix the audit zipped every pool photo with
+    the fine-tuned model's fold-0 predictions and the search failed after exporting (natural_images, 10 min)."""
+    import io
+    import json
+
+    from automl.data.dataset import Dataset
+    from automl.recipe import parse_recipe
+    from automl.runs.folder import RunFolder
+    from automl.search.driver import run_search
+
+    monkeypatch.setattr(finetuning, "EPOCHS", 1)
+    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))
+    recipe = parse_recipe(
+        f"data: {{folder: {cats_and_dogs}}}\n"
+        "search: {backbones: efficientnet_lite0, cuts: [all, top], heads: softmax, epochs: 3, scheduler: fifo,"
+        " finetune_share: 0.5}\n"
+        "budget: {time: 4m, trials: 2}\n"
+        f"output: {{folder: {tmp_path / 'runs'}}}\n"
+        f"cache: {tmp_path / 'cache'}\n",
+        source="finetune.yaml",
+    )
+    outcome = run_search(recipe, console=Console(file=io.StringIO()))
+    finetune = outcome.summary.finetune
+    assert finetune is not None and finetune.exported and finetune.skipped is None
+    assert outcome.summary.best is not None and outcome.summary.best.trial.startswith("lp-ft/efficientnet_lite0/top")
+    folder = RunFolder(outcome.run_dir)
+    audit = json.loads(folder.audit.read_text())
+    dataset = Dataset.from_recipe(recipe.data)
+    pool = len(dataset.split("train")) + len(dataset.split("val"))
+    assert audit["model"]["judged"] == pool, "every pool photo judged by the selection's out-of-fold predictions"
+    assert "LP-FT" in folder.report.read_text()

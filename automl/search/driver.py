@@ -136,10 +136,11 @@ def run_search(
         candidates += _finalists(trials, development, features, budget, console)
         choice = _choose(recipe, development, candidates, console)
     with phases.measure("finetune"):
+        selected = choice  # out-of-fold probabilities of every pool photo: what the audit judges labels by
         finetuned = finetune_stage(
-            recipe, dataset, backbones, features, development, choice, budget, console, plan.stage
+            recipe, dataset, backbones, features, development, selected, budget, console, plan.stage
         )
-        choice = finetuned.choice
+        choice = finetuned.choice  # the fine-tuned model, when it won: held-out predictions of fold 0 only
     with phases.measure("export_and_test"):
         runtimes = budget.left() > RUNTIMES_S + AUDIT_S
         if not runtimes:
@@ -177,7 +178,7 @@ def run_search(
     )
     summary.write(folder.summary)
     if budget.left() > AUDIT_S:
-        audit_run(folder.root, probabilities=_oof_by_photo(choice, features))  # never raises (automl.audit.run)
+        audit_run(folder.root, probabilities=_oof_by_photo(selected, features))  # never raises (automl.audit.run)
     else:
         console.print("[yellow]audit:[/yellow] no time left; `automl data audit RECIPE` runs it on the cached features")
     _write_report(folder, console)
@@ -481,7 +482,8 @@ class FirstModel:
 
 
 def _oof_by_photo(choice: Choice, features: FeatureSet) -> dict[str, list[float]]:
-    """The chosen model's out-of-fold probabilities by photo: what the audit judges labels by (no refit)."""
+    """The selection's out-of-fold probabilities by photo: what the audit judges labels by (no refit; a fine-tuned
+    model has held-out predictions of one fold only, so the audit reads the selection's choice)."""
     _, _, sha1s = features.pool(features.backbones()[0])
     return {sha1: row.tolist() for sha1, row in zip(sha1s, choice.oof_probabilities, strict=True)}
 

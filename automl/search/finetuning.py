@@ -207,7 +207,7 @@ class _Run:
         return StageOutcome(choice, summary)
 
     def _finetune(
-        self, head, held_out: np.ndarray, *, epochs: int = EPOCHS, limit: float | None = None
+        self, head, held_out: np.ndarray, *, epochs: int | None = None, limit: float | None = None
     ) -> FinetuneResult:
         """LP-FT from `head` on the pool rows not `held_out` (every view), scoring the held-out rows when any
         (in every view, for the flip test-time choice)."""
@@ -225,7 +225,8 @@ class _Run:
             views=self.views,
             held_out_views=self.views,
         )
-        config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=max(1, epochs), seed=self.recipe.search.seed)
+        epochs = EPOCHS if epochs is None else max(1, epochs)
+        config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=epochs, seed=self.recipe.search.seed)
         return finetune(self.backbone, self.weights, self.cut, head, data, config, time_limit=limit)
 
     def _winner(
