@@ -46,3 +46,19 @@ def test_the_target_stops_all_and_the_stop_reason_names_the_budget() -> None:
     past = SearchBudget(deadline=time.time() - 1, target_accuracy=None)
     assert past.stop_reason(TrialCounts(done=3), 10, 10) == "time"
     assert not past.stop_all() and SearchBudget(time.time() - STOP_GRACE_S - 1, None).stop_all()
+
+
+def test_a_fine_tuning_share_too_small_to_start_the_stage_stays_with_the_trials() -> None:
+    from automl.recipe import Recipe
+    from automl.search.budget import MIN_FINETUNE_S, SearchBudget
+
+    def budget(time: str) -> SearchBudget:
+        search = {"cuts": ["all", "top"], "finetune_share": 0.25}
+        return SearchBudget.start(
+            Recipe.model_validate({"data": {"folder": "x"}, "search": search, "budget": {"time": time}}), 0.0
+        )
+
+    short = budget("3m")  # 45 s would be carved out and then left idle: the stage needs MIN_FINETUNE_S
+    assert MIN_FINETUNE_S > 0.25 * 180 and short.finetune == 0.0
+    assert short.deadline == 180 - short.reserve, "the trials keep the whole budget but the reserve"
+    assert budget("5m").finetune == 75.0

@@ -54,16 +54,21 @@ def final_reserve(budget_s: float) -> float:
     return min(max(60.0, 0.15 * budget_s), 150.0)
 
 
+MIN_FINETUNE_S = 60.0
+"""Least time worth starting the fine-tuning stage with: a few `top` epochs of a few hundred photos on 2 cores."""
+
+
 def finetune_carve_out(recipe: Recipe, after_reserve: float) -> float:
     """Seconds the trials give up to the fine-tuning stage: `search.finetune_share` of `budget.time` when the
-    stage has a cut to fine-tune, and nothing when the trials would be left less than `MIN_TRIAL_S`."""
+    stage has a cut to fine-tune, and nothing when that is under `MIN_FINETUNE_S` (the stage would not start: a
+    3-minute natural_images search left its 45 s idle) or the trials would be left less than `MIN_TRIAL_S`."""
     from automl.search.space import finetune_cuts
 
     search = recipe.search
     if not search.finetune or not finetune_cuts(search) or not math.isfinite(after_reserve):
         return 0.0
     share = search.finetune_share * (recipe.budget.time or 0.0)
-    return share if after_reserve - share >= MIN_TRIAL_S else 0.0
+    return share if share >= MIN_FINETUNE_S and after_reserve - share >= MIN_TRIAL_S else 0.0
 
 
 @dataclass

@@ -34,6 +34,7 @@ import numpy as np
 
 from automl.cache.views import HFLIP, ORIGINAL
 from automl.runs.records import FinetuneSummary
+from automl.search.budget import MIN_FINETUNE_S
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from automl.search.selection import Candidate, Choice
     from automl.train.finetune import FinetuneResult
 
-MIN_FINETUNE_S = 60.0
-"""Least time worth starting the stage with: a few `top` epochs of a few hundred photos on 2 cores."""
 MARGIN_PHOTOS = 1
 """FT must get more than this many more held-out photos right than the probe to replace the chosen model.
 Tests raise or lower it (a documented test seam) to force either outcome."""
@@ -106,8 +105,8 @@ def _skip_reason(
         return f"no LR-CV candidate of {backbone} among the selection's candidates"
     if budget.finetune < MIN_FINETUNE_S:
         return (
-            f"{budget.finetune:.0f} s kept for it (search.finetune_share of budget.time, and only when the trials "
-            f"keep enough), less than {MIN_FINETUNE_S:.0f} s"
+            f"{budget.finetune:.0f} s kept for it, less than {MIN_FINETUNE_S:.0f} s (search.finetune_share of "
+            "budget.time is kept only when it is that much and the trials keep enough; else the trials have it)"
         )
     return None
 
