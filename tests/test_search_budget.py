@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from automl.errors import AutomlError, RecipeError
+from automl.errors import RecipeError
 from automl.recipe import parse_recipe
 from automl.runs import TrialCounts
 from automl.search.budget import MIN_TRIAL_S, STOP_GRACE_S, SearchBudget, final_reserve
@@ -26,10 +26,15 @@ def test_the_deadline_keeps_the_final_reserve_and_a_too_short_budget_is_refused(
     with pytest.raises(RecipeError, match=r"budget\.time: 50 s cannot fit one trial"):
         SearchBudget.start(_recipe("{time: 50s}"), started)
     late = SearchBudget.start(_recipe("{time: 2m}"), started - 100)
-    with pytest.raises(AutomlError, match="spent before the first trial"):
-        late.ensure_time_for_trials(feature_seconds=95.0)
-    assert late.deadline - time.time() < MIN_TRIAL_S
+    reason = late.no_time_for_trials(feature_seconds=95.0)
+    assert reason is not None and "spent before the first trial" in reason and "no trial ran" in reason
+    assert late.deadline - time.time() < MIN_TRIAL_S and budget.no_time_for_trials(1.0) is None
     assert budget.left() == pytest.approx(started + 600 - time.time(), abs=1), "the trials' deadline + the reserve"
+    shared = SearchBudget.start(
+        parse_recipe("data: {folder: x}\nsearch: {cuts: [all, top]}\nbudget: {time: 10m}\n"), started
+    )
+    assert shared.finetune == 150.0
+    assert shared.left() == pytest.approx(started + 600 - time.time(), abs=1), "the fine-tuning share is still ahead"
 
 
 def test_the_target_stops_all_and_the_stop_reason_names_the_budget() -> None:

@@ -132,3 +132,31 @@ predicted = {str(r["file"]): r["labels"][0]["label"] for r in report.results}
 hits = sum(predicted[str(r.path)] == dataset.classes[r.label] for r in test)
 print(json.dumps({"n": len(test), "top1": hits / len(test)}))
 """
+
+
+def test_a_budget_spent_on_features_still_exports_a_tested_model_without_any_trial(tmp_path, cats_and_dogs):
+    """budget.time 80 s (60 s reserve): the extraction deadline has passed when Ray is up, so the uncached cheaper
+    backbone is skipped, the cached one is loaded, no trial can start, and LR-CV on it is selected and exported
+    (issue 15: "features took too long" is never an error when a model can be exported)."""
+    env = _env(tmp_path)
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(
+        f"data: {{folder: {cats_and_dogs}}}\nsearch: {{backbones: efficientnet_lite0, weights: none, cuts: all}}\n"
+    )
+    assert subprocess.run(_automl("cache", "build", str(warm)), env=env, capture_output=True).returncode == 0
+    recipe = tmp_path / "late.yaml"
+    recipe.write_text(
+        f"data: {{folder: {cats_and_dogs}}}\n"
+        "search: {backbones: [efficientnet_lite0, mobilenet_v2], weights: none, cuts: all, heads: softmax}\n"
+        "budget: {time: 80s}\n"
+        f"output: {{folder: {tmp_path / 'runs'}}}\n"
+    )
+    search = subprocess.run(_automl("search", str(recipe), "--json"), env=env, capture_output=True, text=True)
+    assert search.returncode == 0, search.stderr[-3000:]
+    summary = Summary.model_validate_json(search.stdout)
+    assert summary.stop_reason == "time" and summary.trials.done == 0 and summary.baseline is None
+    assert summary.cache.backbones == {"mobilenet_v2": "skipped", "efficientnet_lite0": "done"}
+    assert summary.best is not None and summary.best.trial == "lr-cv/efficientnet_lite0"
+    assert not summary.provisional and summary.best.test_top1 is not None, "the final model, tested"
+    assert "no trial ran" in search.stderr
+    assert (Path(summary.run_dir) / "model" / "model.keras").is_file()

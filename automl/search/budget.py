@@ -1,7 +1,8 @@
 """The budgets of a search: when it must stop, how long a trial may run, and which budget ended it.
 
 Time: the recipe's `budget.time` covers everything from the start of `run_search`, Ray start-up and
-feature extraction included. Trials must end by the deadline, `start + budget.time - final reserve`;
+feature extraction included. Trials must end by the deadline, `start + budget.time - final reserve - the
+fine-tuning share` (the stage runs after them);
 the reserve pays for what follows the trials (exporting the model, evaluating it on the test photos,
 the SavedModel/TFLite checks and the report), so the whole search ends within the budget, give or take
 one epoch. Trials end themselves at the deadline (their time limit is the time left) with a final
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from automl.errors import AutomlError, RecipeError
+from automl.errors import RecipeError
 from automl.runs.records import StopReason
 
 if TYPE_CHECKING:
@@ -105,18 +106,21 @@ class SearchBudget:
             finetune=finetune,
         )
 
-    def ensure_time_for_trials(self, feature_seconds: float) -> None:
-        """Refuse to start trials that could not run `MIN_TRIAL_S` before the deadline."""
-        if self.deadline - time.time() < MIN_TRIAL_S:
-            raise AutomlError(
-                f"budget.time: {self.seconds:.0f} s are spent before the first trial (features took "
-                f"{feature_seconds:.0f} s, {self.reserve:.0f} s are kept for the export)",
-                hint="raise budget.time, or build the features first with `automl cache build RECIPE`",
-            )
+    def no_time_for_trials(self, feature_seconds: float) -> str | None:
+        """Why no trial can start now (less than `MIN_TRIAL_S` before the deadline), or None. The search then goes
+        on without trials: the LR-CV candidates are selected and exported within the reserve (issue 15: "features
+        took too long" is never an error when a model can be exported)."""
+        if self.deadline - time.time() >= MIN_TRIAL_S:
+            return None
+        return (
+            f"budget.time: {self.seconds:.0f} s were spent before the first trial (features took "
+            f"{feature_seconds:.0f} s; {self.reserve:.0f} s are kept for the export): no trial ran; raise "
+            "budget.time, or build the features first with `automl cache build RECIPE`"
+        )
 
     def left(self) -> float:
-        """Seconds until the whole budget ends (the trials' deadline plus the final reserve)."""
-        return self.deadline + self.reserve - time.time()
+        """Seconds until the whole budget ends: the trials' deadline, the fine-tuning share, the final reserve."""
+        return self.deadline + self.finetune + self.reserve - time.time()
 
     def time_limit(self, trial_time: float | None) -> float:
         """Seconds a trial starting now may train: to the deadline, and at most the recipe's `trial_time`."""

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from automl.search.features import BackbonePart, FeaturePlan, FeatureReport, FeatureSet
     from automl.search.selection import Candidate, Choice
     from automl.search.space import SearchSpace
+    from automl.train import TrialResult
 
 
 @dataclass
@@ -123,14 +124,19 @@ def run_search(
         if len(candidates) > 1:  # the first backbone's model is there already: the best of all of them now
             provisional = _choose(recipe, development, candidates, console, quiet=True)
             _export_provisional(recipe, dataset, backbones, provisional, folder, console, started)
-    budget.ensure_time_for_trials(feature_report.seconds)
-    with phases.measure("baseline"):
-        baseline = train_baseline(recipe, features, folder, budget, console)
-    with phases.measure("trials"):
-        trials = _trials(recipe, space, features, folder, budget, resume is not None, console)
+    no_trials = budget.no_time_for_trials(feature_report.seconds)
+    baseline: TrialResult | None = None
+    if no_trials:
+        console.print(f"[yellow]trials:[/yellow] skipped: {no_trials}")
+        trials = TrialTable()
+    else:
+        with phases.measure("baseline"):
+            baseline = train_baseline(recipe, features, folder, budget, console)
+        with phases.measure("trials"):
+            trials = _trials(recipe, space, features, folder, budget, resume is not None, console)
     counts = trials.counts()
-    stop_reason = budget.stop_reason(counts, trial_count(recipe, space), recipe.budget.trials)
-    trials = trials.plus(baseline_record(baseline)).ranked()
+    stop_reason = "time" if no_trials else budget.stop_reason(counts, trial_count(recipe, space), recipe.budget.trials)
+    trials = (trials.plus(baseline_record(baseline)) if baseline else trials).ranked()
     trials.write(folder.trials)
     with phases.measure("selection"):
         candidates += _finalists(trials, development, features, budget, console)
@@ -165,7 +171,7 @@ def run_search(
             test_top1_ci95=metrics.top1_ci95,
             test_top5=metrics.top5,
         ),
-        baseline=BaselineResult(config=baseline.config, val_accuracy=baseline.best_val_accuracy),
+        baseline=BaselineResult(config=baseline.config, val_accuracy=baseline.best_val_accuracy) if baseline else None,
         feature_seconds=round(feature_report.seconds, 2),
         cache=feature_report.to_record(),
         phases=phases.seconds,
