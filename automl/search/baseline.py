@@ -1,7 +1,7 @@
 """The baseline: the default configuration (`automl.train.baseline_config`) trained alone on the first
 (cheapest, extracted first: `FeaturePlan.for_search`) backbone's pooled vectors before the search, so the
-search's best can be judged against it (and is never worse: the baseline is a candidate for the exported
-model too).
+trials can be judged against it in the trials table and the report (the exported model is chosen among the
+LR-CV candidates and Tune's finalists, `automl.search.selection`; LR-CV is the stronger reference).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.console import Console
 
+from automl.atomic import write_atomic
 from automl.dimensions import Value
 from automl.errors import InputError
 from automl.machine import describe as describe_machine
@@ -207,9 +208,9 @@ def _watch(recipe: Recipe, folder: RunFolder, console: Console) -> Tracking | No
 
 def _new_folder(recipe: Recipe) -> RunFolder:
     folder = RunFolder.create(recipe.output.folder, recipe.name or "recipe")
-    folder.recipe.write_text(dump_recipe(recipe), encoding="utf-8")
+    write_atomic(folder.recipe, dump_recipe(recipe))
     folder.tune.mkdir()
-    folder.origin.write_text(str(folder.root), encoding="utf-8")
+    write_atomic(folder.origin, str(folder.root))
     return folder
 
 
@@ -389,9 +390,12 @@ def _finalists(
         trained = TrialResult.load(trial.checkpoint)
         x, y, _ = features.pool(str(trained.config["backbone"]))
         candidate = trial_candidate(trial.name, trained, Pool(x, y), development.folds, features.num_classes, deadline)
-        if candidate is None:
+        if candidate is None and time.time() > deadline:
             console.print(f"[yellow]selection:[/yellow] no time left to cross-validate trial {trial.name}")
             break
+        if candidate is None:
+            console.print(f"[yellow]selection:[/yellow] trial {trial.name} diverged on a fold: left out")
+            continue
         scores = candidate.scores(y)
         console.print(
             f"[bold]finalist[/bold] {trial.describe()}: OOF accuracy {scores['oof_accuracy']:.4f}, "

@@ -1,82 +1,28 @@
-"""The search's last phase: the best model assembled from its checkpoint, saved, tested on the test photos.
+"""The search's last phase: the chosen model (`automl.search.selection.Choice`: one candidate or a weighted
+ensemble) assembled into one Keras model, saved atomically, tested on the test photos, and timed.
 
-Its weights come from its checkpoint (no retraining), so the exported model is the very one that was
-validated; the configuration recorded is the checkpoint's own.
+Its members are what the selection scored out of fold, refitted on the whole development pool (LR-CV's and an
+MLP's refit, linear trial heads averaged over their folds, a fine-tuned model refit when time allowed): the
+test split is read here for the first time.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from automl.atomic import write_atomic
-from automl.dimensions import Value
 from automl.runs.records import TestMetrics
-from automl.runs.trials import BASELINE
 
 if TYPE_CHECKING:
     from automl.backbones.base import Backbone
     from automl.data.dataset import Dataset
     from automl.recipe import Recipe
     from automl.runs.folder import RunFolder
-    from automl.runs.trials import TrialRecord
     from automl.search.selection import Choice
-    from automl.train import TrialResult
-
-
-@dataclass(frozen=True)
-class Exported:
-    config: dict[str, Value]
-    """The exact configuration the model was trained with (its checkpoint's)."""
-    metrics: TestMetrics
-
-
-def export_best(
-    recipe: Recipe,
-    dataset: Dataset,
-    backbones: dict[str, Backbone],
-    best: TrialRecord,
-    baseline: TrialResult,
-    folder: RunFolder,
-) -> Exported:
-    """Assemble `best` from its checkpoint, save it atomically in `folder.model`, evaluate it on the test split."""
-    from automl.evaluate import evaluate_run
-    from automl.exported import ExportedModel
-    from automl.train import TrialResult, assemble
-
-    if best.name == BASELINE:
-        trained = baseline
-    elif best.checkpoint is None:
-        raise ValueError(f"trial {best.name} is complete but has no checkpoint")
-    else:
-        trained = TrialResult.load(best.checkpoint)
-    config: dict[str, Value] = dict(trained.config)
-    backbone = backbones[str(config["backbone"])]
-    weights = recipe.search.weights
-    model = assemble(backbone, weights, str(config["cut"]), trained, dataset.classes)
-    meta = {
-        "backbone": backbone.name,
-        "weights": weights,
-        "weights_id": backbone.weights_id(weights),
-        "config": config,
-        "trial": best.name,
-        "val_accuracy": trained.best_val_accuracy,
-        "recipe": recipe.name,
-        "data": json.loads(recipe.data.model_dump_json()),
-    }
-    ExportedModel.save(folder.model, model, dataset.classes, backbone.resize, meta)
-    write_atomic(folder.labels, json.dumps(list(dataset.classes), indent=2))
-    metrics = evaluate_run(
-        folder.root,
-        [(record.path, dataset.classes[record.label]) for record in dataset.split("test")],
-        internal_classes=recipe.data.imagenet_classes,
-        extra={"val_accuracy": trained.best_val_accuracy, "best_trial": best.name},
-    )
-    return Exported(config=config, metrics=TestMetrics.model_validate(metrics))
 
 
 def export_choice(

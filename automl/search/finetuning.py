@@ -145,9 +145,17 @@ class _Run:
         self.cache = BottleneckCache(cache_root(recipe.cache))
         wanted = set(self.sha1s)
         records = [r for split in ("train", "val") for r in dataset.split(split) if r.sha1 in wanted]
-        self.extracted = self.cache.ensure(
-            backbone, self.weights, [], records, entries=stage.entries(), progress=False, engine=recipe.resources.engine
-        ).computed
+        extraction = self.cache.ensure(
+            backbone,
+            self.weights,
+            [],
+            records,
+            entries=stage.entries(),
+            progress=False,
+            engine=recipe.resources.engine,
+            deadline=deadline - MIN_FINETUNE_S / 2,  # stops with its parts kept: the next search goes on from them
+        )
+        self.extracted, self.interrupted = extraction.computed, extraction.interrupted
 
     def compare(self, choice: Choice, console: Console, started: float) -> StageOutcome:
         from automl.train.finetune import probe_head
@@ -156,8 +164,9 @@ class _Run:
         train = ~self.held_out
         head = probe_head(self.x_pooled[train], self.y[train], c=c)
         left = self.deadline - time.time()
-        if left < MIN_FINETUNE_S / 2:  # the activations it had to extract took the share
-            skipped = f"{left:.0f} s left after extracting the `{self.cut}` activations"
+        if self.interrupted or left < MIN_FINETUNE_S / 2:  # the activations it had to extract took the share
+            done = "stopped extracting" if self.interrupted else "extracted"
+            skipped = f"{left:.0f} s left after it {done} the `{self.cut}` activations (parts kept for the next search)"
             console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
             return StageOutcome(
                 choice,
@@ -250,7 +259,9 @@ class _Run:
         if refit:
             head = probe_head(self.x_pooled, self.y, c=head_c)
             # the same recipe for the fold run's epochs on every pool photo (no held-out rows left to score)
-            trained = self._finetune(head, np.zeros(len(self.y), dtype=bool), epochs=fold_result.epochs_done).trial
+            every = np.zeros(len(self.y), dtype=bool)
+            limit = self.deadline - time.time()
+            trained = self._finetune(head, every, epochs=fold_result.epochs_done, limit=limit).trial
         console.print(
             "[bold]fine-tuning[/bold] exported model: "
             + ("refit on the whole pool" if refit else f"the fold model (a refit needs ~{needed:.0f} s, not left)")

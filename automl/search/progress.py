@@ -16,7 +16,6 @@ from rich.live import Live
 from rich.text import Text
 
 from automl.runs.folder import RunFolder
-from automl.search.features import describe_extraction, read_extraction
 from automl.search.tune_state import collect_trials
 
 POLL_S = 2.0
@@ -53,10 +52,6 @@ class SearchProgress:
             text.append(f" │ best {best.val_accuracy:.4f} ", style="bold green")
             text.append(best.describe())
         text.append(f" │ {int(left // 60)}:{int(left % 60):02d} left", style="cyan")
-        extraction = read_extraction(self.folder.extraction)
-        running = {name: entry for name, entry in extraction.items() if entry.get("state") == "extracting"}
-        for line in describe_extraction(running):  # a backbone extracted while trials run on the others
-            text.append(f" │ {line}", style="magenta")
         return text
 
     def _loop(self) -> None:

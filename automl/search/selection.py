@@ -161,7 +161,8 @@ def lr_cv_candidate(name: str, pool: Pool, folds: np.ndarray, num_classes: int) 
 def trial_candidate(
     name: str, trained: TrialResult, pool: Pool, folds: np.ndarray, num_classes: int, deadline: float
 ) -> Candidate | None:
-    """A finished trial's configuration cross-validated on the pool; None when the deadline cuts it short."""
+    """A finished trial's configuration cross-validated on the pool; None when the deadline cuts it short or a
+    fold's training diverged (non-finite scores: no probability to calibrate or blend)."""
     from automl.selection.linear import mean_of_heads
     from automl.train import TimeLimit, TrialData, train_trial
 
@@ -189,6 +190,8 @@ def trial_candidate(
         head = train_trial(config, data, [TimeLimit(deadline - time.time())], keep_last=True)
         if time.time() > deadline:
             return None
+    if not np.isfinite(logits).all():  # the configuration diverged on some fold (SGD at a high learning rate)
+        return None
     temperature = fit_temperature(logits, pool.y)
     return Candidate(
         name=name,

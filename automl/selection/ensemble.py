@@ -6,8 +6,9 @@ strong model can outweigh a weak one without any continuous optimiser. The round
 prefix (AutoGluon's choice): adding a member never has to make the ensemble worse.
 
 Choosing members on the same OOF photos that score them flatters the ensemble a little, so it is kept only
-when a paired bootstrap over photos puts the whole 95 % interval of (ensemble - best single) log-loss below
-zero: a gain of one or two photos on a few hundred is not enough to pay for a second backbone at inference.
+when a paired bootstrap over photos says it is better beyond the noise: `Comparison.wins_at(alpha)` (the search
+uses a one-sided alpha of 0.10, `automl.search.selection.ENSEMBLE_ALPHA`; `ensemble_wins` is the stricter 95 %
+interval): a gain of one or two photos on a few hundred is not enough to pay for a second backbone at inference.
 """
 
 from __future__ import annotations

@@ -102,11 +102,14 @@ class TrialResult:
     weights: list[np.ndarray] = field(repr=False)
 
     def save(self, path: str | Path) -> Path:
-        """One `.npz`: the weight arrays plus the metadata as a JSON string (no pickle)."""
+        """One `.npz`: the weight arrays plus the metadata as a JSON string (no pickle), written atomically (a
+        resumed search reads the baseline's back: a kill mid-write must not leave a truncated file)."""
+        from automl.atomic import staging_file
+
         path = Path(path)
         meta = {k: v for k, v in asdict(self).items() if k != "weights"}
         arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(self.weights)}  # Any: numpy's stub of savez
-        with path.open("wb") as handle:
+        with staging_file(path) as staging, staging.open("wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # stub: ** vs allow_pickle
         return path
 
