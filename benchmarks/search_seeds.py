@@ -89,6 +89,17 @@ def search(dataset: str, seed: int, budget: str, runs: Path) -> dict:
     }
 
 
+def ensure_pooled(dataset: str) -> None:
+    """Every photo's pooled vectors (test split included) for the LR-CV baseline: its refit scores test photos."""
+    from automl.backbones import get_backbone
+    from automl.cache import BottleneckCache
+    from automl.data.dataset import scan_dataset
+
+    records = scan_dataset(DATA / dataset, train=0.7, val=0.15, test=0.15, seed=0).records
+    for backbone in BACKBONES:
+        BottleneckCache().ensure(get_backbone(backbone), "default", ["all"], records, progress=False)
+
+
 def summarise(name: str, rows: list[dict]) -> str:
     table, photos_behind = [], []
     for row in rows:
@@ -149,6 +160,7 @@ def main() -> None:
     sections = []
     with tempfile.TemporaryDirectory(prefix="automl-search-seeds-") as scratch:
         for name in args.datasets.split(","):
+            ensure_pooled(name)
             vectors = load_vectors(name, BACKBONES)
             classes = int(vectors.labels.max()) + 1
             results[name] = []
