@@ -160,3 +160,35 @@ def test_a_budget_spent_on_features_still_exports_a_tested_model_without_any_tri
     assert not summary.provisional and summary.best.test_top1 is not None, "the final model, tested"
     assert "no trial ran" in search.stderr
     assert (Path(summary.run_dir) / "model" / "model.keras").is_file()
+
+
+def test_near_duplicate_groups_share_a_fold_in_the_development_pool(cats_and_dogs) -> None:
+    """With data.group_near_duplicates the search's folds follow the groups (as its splits and the audit do)."""
+    import numpy as np
+
+    from automl.recipe import parse_recipe
+    from automl.search.driver import _development_pool
+    from automl.search.features import FeatureSet
+
+    recipe = parse_recipe(f"data: {{folder: {cats_and_dogs}}}\nsearch: {{folds: 5}}\n")
+    plain = Dataset.from_recipe(recipe.data)
+    pool = plain.split("train") + plain.split("val")
+    sha1s = [record.sha1 for record in pool]
+    group = {sha1: sha1s[0] for sha1 in sha1s[:4]}  # four photos of one class: one group of near-copies
+    grouped = Dataset.from_recipe(recipe.data, groups=group)
+    kept = [r for r in grouped.records if r.split != "test" and r.sha1 in set(sha1s)]
+    arrays = {
+        "x_train": np.zeros((len(kept), 4), dtype=np.float32),
+        "x_val": np.zeros((0, 4), dtype=np.float32),
+        "y_train": np.array([r.label for r in kept], dtype=np.int32),
+        "y_val": np.zeros(0, dtype=np.int32),
+    }
+    features = FeatureSet(
+        arrays={FeatureSet.key("lite", "all"): arrays},
+        num_classes=2,
+        sha1s={"train": [r.sha1 for r in kept], "val": []},
+    )
+    development = _development_pool(recipe, features, grouped)
+    members = [i for i, r in enumerate(kept) if r.sha1 in group]
+    assert len(members) > 1 and len({int(development.folds[i]) for i in members}) == 1, "one group, one fold"
+    assert len(set(development.folds.tolist())) > 1, "the other photos still spread over the folds"

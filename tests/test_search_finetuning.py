@@ -45,7 +45,7 @@ def selected(animals10: Path, tmp_path_factory: pytest.TempPathFactory):
     backbones = {"efficientnet_lite0": get_backbone("efficientnet_lite0")}
     plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
     features, _ = prepare_features(dataset, backbones, plan, "default", str(cache), progress=False)
-    development = _development_pool(recipe, features)
+    development = _development_pool(recipe, features, dataset)
     candidates = _lr_cv(development, features, Console(quiet=True))
     choice = choose(candidates, development.y, development.k, ensemble=False)
     return recipe, dataset, backbones, features, development, choice

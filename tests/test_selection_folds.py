@@ -49,3 +49,12 @@ def test_bad_arguments_are_refused():
         assign_folds([_sha(0)], [0], k=1)
     with pytest.raises(ValueError, match="labels"):
         assign_folds([_sha(0)], [0, 1])
+
+
+def test_filling_a_class_s_empty_folds_never_separates_images_sharing_a_key() -> None:
+    """Six images of one class, three of them one near-duplicate group: over many seeds the group's three images
+    always share a fold, while the class still fills as many folds as its free images allow."""
+    keys = ["group", "group", "group", "a", "b", "c"]
+    for seed in range(200):
+        folds = assign_folds(keys, [0] * len(keys), k=5, seed=seed)
+        assert len(set(folds[:3].tolist())) == 1, seed

@@ -124,9 +124,9 @@ def build(
     of every backbone (LR-CV, the selection), the cuts its Tune trials may train on, and the fine-tuning stage's
     cut in its views (`stage`: the search reads it for the one backbone it fine-tunes, chosen as it runs).
     """
+    from automl.audit.grouping import dataset_for_recipe
     from automl.backbones.registry import get_backbone
     from automl.cache import BottleneckCache
-    from automl.data.dataset import Dataset
     from automl.engines import resolve as resolve_engine
     from automl.paths import cache_root
     from automl.recipe import load_recipe
@@ -136,7 +136,7 @@ def build(
         raise InputError(f"--executor {executor!r} is not allowed", hint="use local, ray or auto")
     recipe = load_recipe(recipe_file)
     resolve_engine(engine or recipe.resources.engine)  # an unknown engine is refused before the scan
-    dataset = Dataset.from_recipe(recipe.data, progress=not as_json)
+    dataset = dataset_for_recipe(recipe, progress=not as_json)  # the search's split, near-duplicate groups included
     cache = BottleneckCache(cache_root(recipe.cache))
     backbones = {name: get_backbone(name) for name in recipe.search.backbones}
     plan = FeaturePlan.for_search(

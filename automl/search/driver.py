@@ -119,7 +119,7 @@ def run_search(
     )
     phases.seconds["features"] = round(feature_report.seconds, 2)
     with phases.measure("lr_cv"):
-        development = _development_pool(recipe, features)
+        development = _development_pool(recipe, features, dataset)
         candidates = _lr_cv(development, features, console)
     with phases.measure("provisional_export"):
         if len(candidates) > 1:  # the first backbone's model is there already: the best of all of them now
@@ -240,12 +240,12 @@ def _resume_folder(recipe: Recipe, run_dir: Path) -> RunFolder:
 
 def _prepare(recipe: Recipe, console: Console) -> tuple[Dataset, dict[str, Backbone], SearchSpace, FeaturePlan]:
     """The data, the backbones, the Tune space and the features the search reads (`FeaturePlan`)."""
+    from automl.audit.grouping import dataset_for_recipe
     from automl.backbones.registry import get_backbone
-    from automl.data.dataset import Dataset
     from automl.search.features import FeaturePlan, extraction_cost
     from automl.search.space import build_space
 
-    dataset = Dataset.from_recipe(recipe.data)
+    dataset = dataset_for_recipe(recipe)  # near-duplicate groups kept in one split with data.group_near_duplicates
     for warning in dataset.warnings:
         console.print(f"[yellow]data:[/yellow] {warning}")
     if dataset.skipped:
@@ -339,14 +339,19 @@ def _trials(
     return collect_trials(folder)
 
 
-def _development_pool(recipe: Recipe, features: FeatureSet) -> Development:
-    """Train + val as one pool, its labels and its cross-validation folds (a function of each photo's SHA-1)."""
-    from automl.selection.folds import assign_folds
-
+def _development_pool(recipe: Recipe, features: FeatureSet, dataset: Dataset) -> Development:
+    """Train + val as one pool, its labels and its cross-validation folds: a function of each photo's group key
+    (its SHA-1, or its near-duplicate group's with `data.group_near_duplicates`, so near-copies share a fold)."""
     first = next(iter(features.backbones()))
     _, y, sha1s = features.pool(first)
-    folds = assign_folds(sha1s, y.tolist(), k=recipe.search.folds, seed=recipe.search.seed)
-    return Development(y=y, folds=folds, k=recipe.search.folds)
+    return Development(y=y, folds=_folds(recipe, dataset, sha1s, y), k=recipe.search.folds)
+
+
+def _folds(recipe: Recipe, dataset: Dataset, sha1s: list[str], y: np.ndarray) -> np.ndarray:
+    from automl.selection.folds import assign_folds
+
+    keys = [dataset.group_key(sha1) for sha1 in sha1s]
+    return assign_folds(keys, y.tolist(), k=recipe.search.folds, seed=recipe.search.seed)
 
 
 def _lr_cv(development: Development, features: FeatureSet, console: Console) -> list[Candidate]:
@@ -476,7 +481,6 @@ class FirstModel:
     def __call__(self, part: BackbonePart) -> None:
         from automl.search.features import POOLED, FeatureSet
         from automl.search.selection import Choice, Pool, lr_cv_candidate
-        from automl.selection.folds import assign_folds
 
         if self.seconds is not None:
             return
@@ -484,7 +488,7 @@ class FirstModel:
         x = np.concatenate([arrays["x_train"], arrays["x_val"]])
         y = np.concatenate([arrays["y_train"], arrays["y_val"]])
         search = self.recipe.search
-        folds = assign_folds([*part.sha1s["train"], *part.sha1s["val"]], y.tolist(), k=search.folds, seed=search.seed)
+        folds = _folds(self.recipe, self.dataset, [*part.sha1s["train"], *part.sha1s["val"]], y)
         candidate = lr_cv_candidate(part.backbone, Pool(x, y), folds, len(self.dataset.classes))
         choice = Choice([candidate], np.ones(1), y, search.folds)
         _export_provisional(self.recipe, self.dataset, self.backbones, choice, self.folder, self.console, self.started)
