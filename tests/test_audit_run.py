@@ -100,6 +100,16 @@ def test_audit_run_writes_audit_json_and_never_fails_the_run(tmp_path: Path) -> 
     assert "nonexistent" in written["error"] and RunFolder(broken).audit.is_file()
 
 
+def test_an_audit_past_its_deadline_stops_extracting_and_says_so(tmp_path: Path) -> None:
+    """The end of a search: features the cache lacks (here a fresh cache) are not computed past the budget."""
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = json.loads(write_recipe(run / "recipe.yaml", DATASETS / "animals10", max_per_class=3).read_text())
+    (run / "recipe.yaml").write_text(json.dumps({**recipe, "cache": str(tmp_path / "empty")}), encoding="utf-8")
+    written = json.loads(audit_run(run, deadline=0.0).read_text(encoding="utf-8"))
+    assert "the time budget ended while extracting efficientnet_lite0's features" in written["error"]
+
+
 def test_given_probabilities_are_used_as_they_are(tmp_path: Path) -> None:
     """The search passes its own OOF probabilities by SHA-1: photos it judged are audited with those."""
     from automl.data.dataset import scan_dataset

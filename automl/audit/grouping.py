@@ -25,22 +25,35 @@ CUT = "all"
 
 
 def pooled_vectors(
-    cache: BottleneckCache, backbone: Backbone, weights: str, records: Sequence[ImageRecord], *, progress: bool = False
+    cache: BottleneckCache,
+    backbone: Backbone,
+    weights: str,
+    records: Sequence[ImageRecord],
+    *,
+    progress: bool = False,
+    deadline: float | None = None,
 ) -> tuple[np.ndarray, list[ImageRecord]]:
     """(N, features) pooled vectors of the readable `records` (computing only what the cache lacks), and those
     records in the same order: photos the extractor could not decode are left out, as the search leaves them.
 
     A warm cache is read without `ensure`: `ensure` takes the backbone's writer lock first, and another process
-    extracting any cut of the same backbone holds it for minutes (seen on the shared machine).
+    extracting any cut of the same backbone holds it for minutes (seen on the shared machine). At `deadline` (wall
+    clock) the extraction stops with its parts kept and an `AutomlError` says so (the end of a search's budget).
     """
-    from automl.errors import CacheError
+    from automl.errors import AutomlError, CacheError
 
     try:
         x = cache.load(backbone, weights, CUT, [record.sha1 for record in records])
         return x.reshape(len(records), -1), list(records)
     except CacheError:
         pass  # something is missing (or undecodable): compute it, and learn which photos failed
-    stats = cache.ensure(backbone, weights, [CUT], records, progress=progress)
+    stats = cache.ensure(backbone, weights, [CUT], records, progress=progress, deadline=deadline)
+    if stats.interrupted:
+        raise AutomlError(
+            f"the time budget ended while extracting {backbone.name}'s features of {stats.remaining} more photos "
+            "(the test split's: the search reads train and val only)",
+            hint="`automl data audit RECIPE` audits the data without a deadline (the parts computed are kept)",
+        )
     failed = {item.path for item in stats.failed}
     kept = [record for record in records if record.path not in failed]
     x = cache.load(backbone, weights, CUT, [record.sha1 for record in kept])

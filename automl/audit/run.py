@@ -37,8 +37,10 @@ def audit_recipe(
     backbones: Sequence[str] | None = None,
     probabilities: Mapping[str, Sequence[float]] | None = None,
     progress: bool = False,
+    deadline: float | None = None,
 ) -> Audit:
-    """Audit the recipe's dataset (see the module docstring).
+    """Audit the recipe's dataset (see the module docstring); `deadline`: when extracting missing features must
+    stop (`pooled_vectors`).
 
     `backbones`: which backbones' vectors to consider (default: the recipe's); `probabilities`: {sha1: class
     probabilities} from a model that never trained on each photo (e.g. the search's OOF); then LR-CV is skipped,
@@ -58,7 +60,9 @@ def audit_recipe(
     classes = len(dataset.classes)
     candidates: list[tuple[float, np.ndarray, list[Photo], np.ndarray, dict[str, Any]]] = []
     for name in names:
-        x, kept = pooled_vectors(cache, get_backbone(name), recipe.search.weights, dataset.records, progress=progress)
+        x, kept = pooled_vectors(
+            cache, get_backbone(name), recipe.search.weights, dataset.records, progress=progress, deadline=deadline
+        )
         pool = np.array([record.split != "test" for record in kept])
         labels = np.array([record.label for record in kept], dtype=np.int64)
         keys = [dataset.group_key(record.sha1) for record in kept if record.split != "test"]
@@ -108,6 +112,7 @@ def audit_run(
     *,
     probabilities: Mapping[str, Sequence[float]] | None = None,
     backbone: str | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """Audit a run folder's dataset and write `run_dir/audit.json` (the report shows it); returns its path.
 
@@ -124,7 +129,7 @@ def audit_run(
     try:
         recipe = load_recipe(folder.recipe)
         chosen = backbone or _run_backbone(folder) or recipe.search.backbones[0]
-        payload = audit_recipe(recipe, backbones=[chosen], probabilities=probabilities).to_json()
+        payload = audit_recipe(recipe, backbones=[chosen], probabilities=probabilities, deadline=deadline).to_json()
     except Exception as exc:  # the audit is an addition, never a reason to fail (see the docstring)
         log.warning("dataset audit of %s failed: %s", root, exc)
         payload = {"error": f"{type(exc).__name__}: {exc}"}

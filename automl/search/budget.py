@@ -41,6 +41,8 @@ RUNTIMES_S = 45.0
 measured on animals10 and natural_images): done only when that much of the budget is left."""
 AUDIT_S = 20.0
 """What the dataset audit costs at the end of a search (LR-CV refit, the test photos' features): skipped without."""
+REPORT_S = 5.0
+"""What writing the report costs at the very end: the audit's extraction stops this long before the budget's end."""
 LATENCY_S = 15.0
 """What timing one photo through the exported model costs (and through the best single candidate, saved and loaded
 again, when the export is an ensemble): skipped without, the summary's latency then null."""

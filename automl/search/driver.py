@@ -41,7 +41,7 @@ from automl.recipe import Recipe, dump_recipe
 from automl.runs.folder import RunFolder
 from automl.runs.records import BaselineResult, BestTrial, RayCluster, Summary
 from automl.runs.trials import TrialRecord, TrialTable
-from automl.search.budget import AUDIT_S, LATENCY_S, RUNTIMES_S, SearchBudget, trial_count
+from automl.search.budget import AUDIT_S, LATENCY_S, REPORT_S, RUNTIMES_S, SearchBudget, trial_count
 from automl.search.export import export_choice, measure_latency
 from automl.search.finetuning import finetune_stage
 from automl.search.selection import selection_summary
@@ -185,7 +185,11 @@ def run_search(
     )
     summary.write(folder.summary)
     if budget.left() > AUDIT_S:
-        audit_run(folder.root, probabilities=_oof_by_photo(selected, features))  # never raises (automl.audit.run)
+        audit_run(  # never raises (automl.audit.run); extracting the test photos' features stops with the budget
+            folder.root,
+            probabilities=_oof_by_photo(selected, features),
+            deadline=time.time() + budget.left() - REPORT_S,
+        )
     else:
         console.print("[yellow]audit:[/yellow] no time left; `automl data audit RECIPE` runs it on the cached features")
     _write_report(folder, console)
