@@ -212,3 +212,17 @@ def test_a_search_whose_fine_tuned_model_wins_exports_it_and_audits_with_the_sel
     pool = len(dataset.split("train")) + len(dataset.split("val"))
     assert audit["model"]["judged"] == pool, "every pool photo judged by the selection's out-of-fold predictions"
     assert "LP-FT" in folder.report.read_text()
+
+
+def test_without_a_time_budget_the_stage_runs_bounded_by_its_epochs(selected, monkeypatch) -> None:
+    from automl.search.features import FeaturePlan
+
+    monkeypatch.setattr(finetuning, "EPOCHS", 1)
+    recipe, dataset, backbones, features, development, choice = selected
+    plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
+    unlimited = SearchBudget(deadline=float("inf"), target_accuracy=None)  # budget.time: null (no share carved)
+    assert unlimited.finetune == 0.0 and unlimited.finetune_deadline() == float("inf")
+    outcome = finetune_stage(
+        recipe, dataset, backbones, features, development, choice, unlimited, Console(quiet=True), plan.stage
+    )
+    assert outcome.summary.skipped is None and outcome.summary.epochs == 1

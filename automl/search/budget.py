@@ -124,6 +124,13 @@ class SearchBudget:
         """Seconds until the whole budget ends: the trials' deadline, the fine-tuning share, the final reserve."""
         return self.deadline + self.finetune + self.reserve - time.time()
 
+    def finetune_deadline(self) -> float:
+        """When the fine-tuning stage starting now must end: its share from now, and never into the second half of
+        the final reserve (the export and test need it); no limit without a time budget."""
+        if not math.isfinite(self.seconds):
+            return math.inf
+        return min(time.time() + self.finetune, self.deadline + self.finetune + self.reserve / 2)
+
     def time_limit(self, trial_time: float | None) -> float:
         """Seconds a trial starting now may train: to the deadline, and at most the recipe's `trial_time`."""
         return max(0.0, min(self.deadline - time.time(), trial_time or math.inf))

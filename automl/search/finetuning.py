@@ -25,6 +25,7 @@ stage is skipped and says why.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,8 +89,7 @@ def finetune_stage(
         console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
         return StageOutcome(choice, FinetuneSummary(backbone=backbone.name, skipped=skipped))
     assert probe is not None and features_of is not None  # _skip_reason
-    # from now, and never into the second half of the final reserve (the export and test need it)
-    deadline = min(time.time() + budget.finetune, budget.deadline + budget.finetune + budget.reserve / 2)
+    deadline = budget.finetune_deadline()
     run = _Run(recipe, dataset, backbone, features, development, probe, features_of, deadline)
     return run.compare(choice, console, started)
 
@@ -103,7 +103,7 @@ def _skip_reason(
         return f"search.cuts holds no cut to fine-tune that {backbone} offers (add `top` or `half`)"
     if probe is None:
         return f"no LR-CV candidate of {backbone} among the selection's candidates"
-    if budget.finetune < MIN_FINETUNE_S:
+    if math.isfinite(budget.seconds) and budget.finetune < MIN_FINETUNE_S:
         return (
             f"{budget.finetune:.0f} s kept for it, less than {MIN_FINETUNE_S:.0f} s (search.finetune_share of "
             "budget.time is kept only when it is that much and the trials keep enough; else the trials have it)"
@@ -235,7 +235,8 @@ class _Run:
         )
         epochs = EPOCHS if epochs is None else max(1, epochs)
         config = FinetuneConfig(learning_rate=LEARNING_RATE, epochs=epochs, seed=self.recipe.search.seed)
-        return finetune(self.backbone, self.weights, self.cut, head, data, config, time_limit=limit)
+        bounded = limit if limit is not None and math.isfinite(limit) else None  # no time budget: the epochs bound it
+        return finetune(self.backbone, self.weights, self.cut, head, data, config, time_limit=bounded)
 
     def _winner(
         self,
