@@ -38,3 +38,20 @@ def test_bad_logits_are_refused_with_the_reason():
         fit_temperature(np.zeros((2, 2)), np.array([0, 2]))
     with pytest.raises(ValueError, match="NaN"):
         fit_temperature(np.array([[np.nan, 0.0]]), np.array([0]))
+
+
+def test_a_test_time_averaged_model_is_calibrated_in_the_form_it_is_exported():
+    """Two views' logits, labels drawn from the mean of each view's softmax(z / 2.5) (what the TTA model outputs):
+    the fit recovers 2.5 and `views_softmax` gives those probabilities; fitting log(mean p) instead would not."""
+    from automl.selection.calibration import views_softmax
+
+    rng = np.random.default_rng(1)
+    views = rng.normal(0.0, 4.0, size=(2, 4000, 5))
+    views[1] = views[0] + rng.normal(0.0, 2.0, size=views[0].shape)  # a mirror: close to the photo, not equal
+    probabilities = views_softmax(views, 2.5)
+    np.testing.assert_allclose(probabilities, (softmax(views[0], 2.5) + softmax(views[1], 2.5)) / 2)
+    labels = np.array([rng.choice(5, p=p) for p in probabilities])
+    fitted = fit_temperature(views, labels)
+    assert fitted.temperature == pytest.approx(2.5, rel=0.1)
+    averaged_first = fit_temperature(np.log(views_softmax(views)), labels)
+    assert abs(averaged_first.temperature - 2.5) > abs(fitted.temperature - 2.5)

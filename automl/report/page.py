@@ -221,7 +221,8 @@ def selection_section(run: Run) -> str:
         return f'<div class="cards">{html_cards}</div>' + note + calibration
     cv = selection.cv
     estimate = (
-        f"cross-validated estimate ({cv.folds} folds, {cv.n} photos of train + val): accuracy "
+        ("held-out estimate (one fold" if cv.folds == 1 else f"cross-validated estimate ({cv.folds} folds")
+        + f", {cv.n} photos of train + val): accuracy "
         f"{_percent(cv.accuracy)} (95 % {_interval(cv.accuracy_ci95)}), log-loss {cv.log_loss:.4f}, ECE {cv.ece:.3f}"
         if cv
         else ""

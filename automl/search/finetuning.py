@@ -196,7 +196,7 @@ class _Run:
         )
         refit = False
         if wins:
-            choice, refit = self._winner(result, probabilities, y_out, tta, head_c=c, console=console)
+            choice, refit = self._winner(result, y_out, tta, head_c=c, console=console)
         summary = FinetuneSummary(
             backbone=self.backbone.name,
             cut=self.cut,
@@ -241,7 +241,6 @@ class _Run:
     def _winner(
         self,
         fold_result: FinetuneResult,
-        probabilities: np.ndarray,
         y_out: np.ndarray,
         tta: bool,
         *,
@@ -250,7 +249,7 @@ class _Run:
     ) -> tuple[Choice, bool]:
         """The fine-tuned model as the one member of a new choice: refit on the whole pool when it fits."""
         from automl.search.selection import Candidate, Choice
-        from automl.selection.calibration import fit_temperature, softmax
+        from automl.selection.calibration import fit_temperature, views_softmax
         from automl.train.finetune import probe_head
 
         trained = fold_result.trial
@@ -267,15 +266,17 @@ class _Run:
             "[bold]fine-tuning[/bold] exported model: "
             + ("refit on the whole pool" if refit else f"the fold model (a refit needs ~{needed:.0f} s, not left)")
         )
-        logits = np.log(np.clip(probabilities, 1e-12, 1.0)).astype(np.float64)
-        temperature = fit_temperature(logits, y_out)
+        # logits of each view the exported model averages (log p is z up to a constant per row: same softmax)
+        views = [fold_result.probabilities[ORIGINAL], *([fold_result.probabilities[HFLIP]] if tta else [])]
+        logits = np.log(np.clip(np.stack(views), 1e-12, 1.0)).astype(np.float64)
+        temperature = fit_temperature(logits, y_out)  # the form the export computes: each view / T, then the mean
         candidate = Candidate(
             name=f"lp-ft/{self.backbone.name}/{self.cut}",
             backbone=self.backbone.name,
             cut=self.cut,
             head=trained,
             temperature=temperature,
-            oof_probabilities=softmax(logits, temperature.temperature),
+            oof_probabilities=views_softmax(logits, temperature.temperature),
             details={
                 "head": "softmax",
                 "finetune": True,
@@ -287,7 +288,7 @@ class _Run:
             },
             seconds=fold_result.trial.seconds,
         )
-        return Choice([candidate], np.ones(1), y_out, self.development.k), refit
+        return Choice([candidate], np.ones(1), y_out, folds=1), refit  # its estimate: one held-out fold
 
 
 def _correct(probabilities: np.ndarray, labels: np.ndarray) -> int:
