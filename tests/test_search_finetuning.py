@@ -8,6 +8,7 @@ module's test seams (monkeypatched, never edited): the second forces LP-FT to wi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -151,6 +152,13 @@ def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small_or_it_is_off(s
     off = recipe.model_copy(update={"search": recipe.search.model_copy(update={"finetune": False})})
     outcome = _run((off, *rest))
     assert outcome.choice is selected[-1] and outcome.summary.skipped == "search.finetune is off"
+
+    recipe, dataset, backbones, features, development, choice = selected
+    folds = development.folds.copy()
+    folds[development.y == 0] = HELD_OUT_FOLD  # class 0 held out entirely: the probe could not learn it
+    lonely = dataclasses.replace(development, folds=folds)
+    outcome = _run((recipe, dataset, backbones, features, lonely, choice))
+    assert outcome.choice is choice and "classes [0] have no photo outside held-out fold" in outcome.summary.skipped
 
 
 def test_the_budget_gives_the_stage_its_share_and_tune_only_cut_all() -> None:

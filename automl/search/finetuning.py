@@ -84,7 +84,7 @@ def finetune_stage(
     backbone = backbones[choice.members[0][0].backbone]
     probe = _probe_of(choice, backbone.name)
     features_of = stage.get(backbone.name)
-    skipped = _skip_reason(recipe.search, backbone.name, features_of, probe, budget)
+    skipped = _skip_reason(recipe.search, backbone.name, features_of, probe, budget, development)
     if skipped is not None:
         console.print(f"[bold]fine-tuning[/bold] skipped: {skipped}")
         return StageOutcome(choice, FinetuneSummary(backbone=backbone.name, skipped=skipped))
@@ -95,7 +95,12 @@ def finetune_stage(
 
 
 def _skip_reason(
-    search: SearchSection, backbone: str, stage: StageFeatures | None, probe: Candidate | None, budget: SearchBudget
+    search: SearchSection,
+    backbone: str,
+    stage: StageFeatures | None,
+    probe: Candidate | None,
+    budget: SearchBudget,
+    development: Development,
 ) -> str | None:
     if not search.finetune:
         return "search.finetune is off"
@@ -103,6 +108,9 @@ def _skip_reason(
         return f"search.cuts holds no cut to fine-tune that {backbone} offers (add `top` or `half`)"
     if probe is None:
         return f"no LR-CV candidate of {backbone} among the selection's candidates"
+    missing = sorted(set(development.y.tolist()) - set(development.y[development.folds != HELD_OUT_FOLD].tolist()))
+    if missing:  # a class of fewer photos than folds, all in the held-out fold: nothing to train it on
+        return f"classes {missing} have no photo outside held-out fold {HELD_OUT_FOLD} (too few photos)"
     if math.isfinite(budget.seconds) and budget.finetune < MIN_FINETUNE_S:
         return (
             f"{budget.finetune:.0f} s kept for it, less than {MIN_FINETUNE_S:.0f} s (search.finetune_share of "
