@@ -266,6 +266,12 @@ def _prepare(recipe: Recipe, console: Console) -> tuple[Dataset, dict[str, Backb
             console.print(f"[bold red]WARNING: {name} uses RANDOM weights (search.weights: none): plumbing only")
     cut_points = {name: list(b.cut_points()) for name, b in backbones.items()}
     space = build_space(recipe.search, cut_points)
+    unchosen = sorted({cut for cuts in space.cuts_by_backbone.values() for cut in cuts} - {"all"})
+    if unchosen:  # only cut `all` trials are cross-validated as candidates (`_finalists`)
+        console.print(
+            f"[yellow]search:[/yellow] trials on cuts {unchosen} are run and reported but never exported (only cut "
+            "`all` trials are cross-validated for the selection); set search.finetune: true to fine-tune instead"
+        )
     plan = FeaturePlan.for_search(
         recipe.search, cut_points, {name: extraction_cost(backbone) for name, backbone in backbones.items()}
     )
