@@ -94,7 +94,8 @@ def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(sele
 
     page = finetune_section(Run(RunFolder(tmp_path), Summary(finetune=summary), {}, TrialTable()))
     assert f"{100 * summary.lp_accuracy:.1f}" in page and f"{100 * summary.ft_accuracy:.1f}" in page
-    assert f"{summary.held_out} photos" in page and "did not get more than one photo more right" in page
+    assert f"{summary.held_out} photos" in page and "neither LP-FT nor the blend got more than one photo" in page
+    assert summary.blend_accuracy is not None and f"{100 * summary.blend_accuracy:.1f}" in page
 
 
 def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypatch, tmp_path) -> None:
@@ -104,22 +105,34 @@ def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypat
 
     monkeypatch.setattr(finetuning, "EPOCHS", 1)
     monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))  # LP-FT wins whatever the photos say
-    recipe, dataset, backbones, _, development, _ = selected
+    recipe, dataset, backbones, _, development, chosen = selected
     outcome = _run(selected)
     assert outcome.summary.exported and outcome.summary.refit  # 300 s are plenty for a refit of one epoch
-    (member, weight), *others = outcome.choice.members
-    assert not others and weight == 1.0 and member.cut == "top" and member.details["tta"] == outcome.summary.tta
-    assert len(outcome.choice.y) == int((development.folds == HELD_OUT_FOLD).sum())
+    members = outcome.choice.members
+    (finetuned, *_), weights = zip(*[(m, w) for m, w in members if m.details.get("finetune")], strict=True)
+    assert finetuned.cut == "top" and len(weights) == 1
+    if outcome.summary.blended:  # LP-FT + the chosen model did better on the fold than LP-FT alone
+        assert weights[0] == 0.5 and len(members) > 1 and not finetuned.details["tta"]
+    else:
+        assert len(members) == 1 and weights[0] == 1.0 and finetuned.details["tta"] == outcome.summary.tta
+    held_out = development.folds == HELD_OUT_FOLD
+    assert len(outcome.choice.y) == int(held_out.sum()) and outcome.choice.estimate()["folds"] == 1
 
-    folder = RunFolder.create(tmp_path, "ft")
-    export_choice(recipe, dataset, backbones, outcome.choice, folder, test=False)
-    model = ExportedModel.load(folder.model)
-    photos = [record.path for record in dataset.split("test")[:4]]
-    chunks = list(model.predict_chunks(photos))
-    probabilities = np.concatenate([np.asarray(chunk.probabilities) for chunk in chunks])
-    assert not [error for chunk in chunks for error in chunk.errors]
-    assert probabilities.shape == (len(photos), len(dataset.classes))
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    # the blend, whatever the fold said: half the chosen model's members, half LP-FT, one Keras model
+    blend = finetuning._Blend(chosen, held_out, finetuned.oof_probabilities, development.y[held_out])
+    blended = blend.with_member(finetuned)
+    assert {c.name: w for c, w in blended.members}[finetuned.name] == 0.5
+    np.testing.assert_allclose(sum(w for _, w in blended.members), 1.0)
+    for name, choice in (("ft", outcome.choice), ("blend", blended)):
+        folder = RunFolder.create(tmp_path, name)
+        export_choice(recipe, dataset, backbones, choice, folder, test=False)
+        model = ExportedModel.load(folder.model)
+        photos = [record.path for record in dataset.split("test")[:4]]
+        chunks = list(model.predict_chunks(photos))
+        probabilities = np.concatenate([np.asarray(chunk.probabilities) for chunk in chunks])
+        assert not [error for chunk in chunks for error in chunk.errors]
+        assert probabilities.shape == (len(photos), len(dataset.classes))
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_the_stage_extracts_its_planned_entries_once_and_a_second_stage_computes_no_flip_again(

@@ -488,11 +488,16 @@ def finetune_section(run: Run) -> str:
             f"{stage.seconds:.0f}",
         ),
     ]
+    if stage.blend_accuracy is not None:
+        rows.append(("LP-FT + the chosen model, half and half", "", _percent(stage.blend_accuracy), "–"))
     table = _table(("model", "backbone, cut", "held-out accuracy", "seconds"), rows, (2, 3))
+    what = "LP-FT + the chosen model" if stage.blended else "LP-FT"
     exported = (
-        "LP-FT exported (" + ("refit on the whole pool" if stage.refit else "its fold model: no time for a refit") + ")"
+        f"{what} exported ("
+        + ("LP-FT refit on the whole pool" if stage.refit else "LP-FT's fold model: no time for a refit")
+        + ")"
         if stage.exported
-        else "the selection's model exported (LP-FT did not get more than one photo more right than both)"
+        else "the selection's model exported (neither LP-FT nor the blend got more than one photo more right)"
     )
     return table + _note(
         f"{stage.held_out} photos of the same held-out fold; LP-FT trained {stage.epochs} epochs on {views}. "

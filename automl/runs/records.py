@@ -159,6 +159,11 @@ class FinetuneSummary(_Record):
     refit: bool = False
     """True: the exported model was fine-tuned again on the whole pool; False: the fold's model was kept."""
     tta: bool = False
+    """LP-FT's accuracy above is with flip test-time averaging (exported with it when LP-FT alone is exported)."""
+    blend_accuracy: float | None = None
+    """The chosen model and LP-FT averaged half and half (`finetuning._Blend`), on the same fold."""
+    blended: bool = False
+    """True: that blend was exported (it beat LP-FT alone and, by more than one photo, the chosen model)."""
     skipped: str | None = None
     """Why the stage did not run (no cut to fine-tune, no time), or None."""
 

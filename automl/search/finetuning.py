@@ -25,6 +25,7 @@ stage is skipped and says why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -193,18 +194,25 @@ class _Run:
         )
         probabilities = (plain + result.probabilities[HFLIP]) / 2 if tta else plain
         ft_correct = _correct(probabilities, y_out)
+        blend = _Blend(choice, self.held_out, plain, y_out)
+        blend_correct = _correct(blend.probabilities, y_out)
         n = len(y_out)
-        wins = ft_correct - max(lp_correct, chosen_correct) > MARGIN_PHOTOS
+        best_before = max(lp_correct, chosen_correct)
+        blended = blend_correct > ft_correct and blend_correct - best_before > MARGIN_PHOTOS
+        wins = blended or ft_correct - best_before > MARGIN_PHOTOS
         console.print(
             f"[bold]fine-tuning[/bold] {self.backbone.name} `{self.cut}` on fold {HELD_OUT_FOLD} ({n} photos): "
             f"probe {lp_correct / n:.4f}, chosen model {chosen_correct / n:.4f}, "
-            f"LP-FT {ft_correct / n:.4f}{' with flip TTA' if tta else ''} "
+            f"LP-FT {ft_correct / n:.4f}{' with flip TTA' if tta else ''}, LP-FT + chosen {blend_correct / n:.4f} "
             f"({result.epochs_done} epochs, {result.trial.seconds:.0f} s): "
-            + ("LP-FT exported" if wins else "the selection's model kept")
+            + ("LP-FT + chosen exported" if blended else "LP-FT exported" if wins else "the selection's model kept")
         )
         refit = False
         if wins:
-            choice, refit = self._winner(result, y_out, tta, head_c=c, console=console)
+            from automl.search.selection import Choice
+
+            candidate, refit = self._fine_tuned(result, y_out, tta and not blended, head_c=c, console=console)
+            choice = blend.with_member(candidate) if blended else Choice([candidate], np.ones(1), y_out, folds=1)
         summary = FinetuneSummary(
             backbone=self.backbone.name,
             cut=self.cut,
@@ -219,6 +227,8 @@ class _Run:
             exported=wins,
             refit=refit,
             tta=tta,
+            blend_accuracy=blend_correct / n,
+            blended=blended,
         )
         return StageOutcome(choice, summary)
 
@@ -246,7 +256,7 @@ class _Run:
         bounded = limit if limit is not None and math.isfinite(limit) else None  # no time budget: the epochs bound it
         return finetune(self.backbone, self.weights, self.cut, head, data, config, time_limit=bounded)
 
-    def _winner(
+    def _fine_tuned(
         self,
         fold_result: FinetuneResult,
         y_out: np.ndarray,
@@ -254,9 +264,10 @@ class _Run:
         *,
         head_c: float,
         console: Console,
-    ) -> tuple[Choice, bool]:
-        """The fine-tuned model as the one member of a new choice: refit on the whole pool when it fits."""
-        from automl.search.selection import Candidate, Choice
+    ) -> tuple[Candidate, bool]:
+        """The fine-tuned model as a candidate, calibrated on the held-out fold: refit on the whole pool when it
+        fits (True), else the fold's model."""
+        from automl.search.selection import Candidate
         from automl.selection.calibration import fit_temperature, views_softmax
         from automl.train.finetune import probe_head
 
@@ -296,7 +307,37 @@ class _Run:
             },
             seconds=fold_result.trial.seconds,
         )
-        return Choice([candidate], np.ones(1), y_out, folds=1), refit  # its estimate: one held-out fold
+        return candidate, refit
+
+
+class _Blend:
+    """The selection's chosen model and LP-FT averaged half and half, as one flat ensemble: the chosen members'
+    calibrated probabilities weighted by half their weights, LP-FT's (original view, temperature fitted on the
+    held-out fold) by half, recalibrated by one blend temperature, all on the held-out fold."""
+
+    def __init__(self, choice: Choice, held_out: np.ndarray, plain: np.ndarray, y_out: np.ndarray) -> None:
+        from automl.selection.calibration import fit_temperature, softmax
+
+        self.members = [
+            (dataclasses.replace(c, oof_probabilities=c.oof_probabilities[held_out]), w) for c, w in choice.members
+        ]
+        logits = np.log(np.clip(plain, 1e-12, 1.0)).astype(np.float64)
+        finetuned = softmax(logits, fit_temperature(logits, y_out).temperature)
+        chosen = sum(weight * candidate.oof_probabilities for candidate, weight in self.members)
+        self.probabilities = (chosen + finetuned) / 2
+        self.y = y_out
+
+    def with_member(self, finetuned: Candidate) -> Choice:
+        """The blend as a Choice, `finetuned` (calibrated on the same fold) as its last member."""
+        from automl.metrics import PROBABILITY_FLOOR
+        from automl.search.selection import Choice
+        from automl.selection.calibration import fit_temperature
+
+        candidates = [candidate for candidate, _ in self.members] + [finetuned]
+        weights = np.array([weight / 2 for _, weight in self.members] + [0.5])
+        flat = Choice(candidates, weights, self.y, folds=1).oof_probabilities
+        temperature = fit_temperature(np.log(np.clip(flat, PROBABILITY_FLOOR, 1.0)), self.y).temperature
+        return Choice(candidates, weights, self.y, folds=1, blend_temperature=temperature)
 
 
 def _correct(probabilities: np.ndarray, labels: np.ndarray) -> int:
