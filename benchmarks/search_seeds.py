@@ -100,6 +100,10 @@ def ensure_pooled(dataset: str) -> None:
         BottleneckCache().ensure(get_backbone(backbone), "default", ["all"], records, progress=False)
 
 
+def _photos(behind: int) -> str:
+    return f"{behind} photos behind" if behind > 0 else f"{-behind} photos ahead" if behind < 0 else "even"
+
+
 def summarise(name: str, rows: list[dict]) -> str:
     table, photos_behind = [], []
     for row in rows:
@@ -131,7 +135,7 @@ def summarise(name: str, rows: list[dict]) -> str:
     checks = {
         f"{name}: mean test top-1 {mean['top1']:.4f} vs LR-CV {lr_mean['top1']:.4f} "
         f"({100 * gain:+.2f} points, target >= +{100 * target:.1f})": gain >= target,
-        f"{name}: at most one test photo below LR-CV on every seed (worst: {max(photos_behind)} behind)": max(
+        f"{name}: at most one test photo below LR-CV on every seed (worst: {_photos(max(photos_behind))})": max(
             photos_behind
         )
         <= 1,
