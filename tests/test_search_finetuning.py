@@ -226,7 +226,9 @@ def test_a_search_whose_fine_tuned_model_wins_exports_it_and_audits_with_the_sel
     outcome = run_search(recipe, console=Console(file=io.StringIO()))
     finetune = outcome.summary.finetune
     assert finetune is not None and finetune.exported and finetune.skipped is None
-    assert outcome.summary.best is not None and outcome.summary.best.trial.startswith("lp-ft/efficientnet_lite0/top")
+    best = outcome.summary.best
+    assert best is not None and "lp-ft/efficientnet_lite0/top" in best.trial, "LP-FT alone, or blended with the chosen"
+    assert best.trial.startswith("ensemble(") == finetune.blended
     folder = RunFolder(outcome.run_dir)
     audit = json.loads(folder.audit.read_text())
     dataset = Dataset.from_recipe(recipe.data)
