@@ -192,3 +192,34 @@ def test_near_duplicate_groups_share_a_fold_in_the_development_pool(cats_and_dog
     members = [i for i, r in enumerate(kept) if r.sha1 in group]
     assert len(members) > 1 and len({int(development.folds[i]) for i in members}) == 1, "one group, one fold"
     assert len(set(development.folds.tolist())) > 1, "the other photos still spread over the folds"
+
+
+def test_the_first_models_lr_cv_is_reused_on_the_same_photos_and_refitted_on_others() -> None:
+    """The first backbone's LR-CV is fitted once per search (for the first model), unless its pool changed."""
+    import types
+
+    import numpy as np
+    from rich.console import Console
+
+    from automl.search.driver import Development, _lr_cv
+    from automl.search.features import FeatureSet
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 20, dtype=np.int32)
+    arrays = {
+        "x_train": (rng.normal(size=(40, 4)) + y[:, None]).astype(np.float32),
+        "x_val": np.zeros((0, 4), dtype=np.float32),
+        "y_train": y,
+        "y_val": np.zeros(0, dtype=np.int32),
+    }
+    sha1s = [f"{i:040x}" for i in range(40)]
+    features = FeatureSet(
+        arrays={FeatureSet.key("lite", "all"): arrays}, num_classes=2, sha1s={"train": sha1s, "val": []}
+    )
+    development = Development(y=y, folds=np.arange(40) % 5, k=5)
+    sentinel = _lr_cv(development, features, Console(quiet=True))[0]  # the first model's, fitted before
+    same = types.SimpleNamespace(candidate=sentinel, fitted_on=("lite", sha1s))
+    assert _lr_cv(development, features, Console(quiet=True), same)[0] is sentinel  # type: ignore[arg-type]
+    other = types.SimpleNamespace(candidate=sentinel, fitted_on=("lite", sha1s[:-1]))
+    refitted = _lr_cv(development, features, Console(quiet=True), other)[0]  # type: ignore[arg-type]
+    assert refitted is not sentinel and refitted.name == "lr-cv/lite"

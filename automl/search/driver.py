@@ -120,7 +120,7 @@ def run_search(
     phases.seconds["features"] = round(feature_report.seconds, 2)
     with phases.measure("lr_cv"):
         development = _development_pool(recipe, features, dataset)
-        candidates = _lr_cv(development, features, console)
+        candidates = _lr_cv(development, features, console, first_model)
     with phases.measure("provisional_export"):
         if len(candidates) > 1:  # the first backbone's model is there already: the best of all of them now
             provisional = _choose(recipe, development, candidates, console, quiet=True)
@@ -364,14 +364,20 @@ def _folds(recipe: Recipe, dataset: Dataset, sha1s: list[str], y: np.ndarray) ->
     return assign_folds(keys, y.tolist(), k=recipe.search.folds, seed=recipe.search.seed)
 
 
-def _lr_cv(development: Development, features: FeatureSet, console: Console) -> list[Candidate]:
-    """LR-CV on each backbone's pooled vectors: the baseline, and the first candidates of the selection."""
+def _lr_cv(
+    development: Development, features: FeatureSet, console: Console, fitted: FirstModel | None = None
+) -> list[Candidate]:
+    """LR-CV on each backbone's pooled vectors: the baseline, and the first candidates of the selection. The first
+    model's LR-CV (`fitted`) is reused when it was fitted on the same photos (hence the same folds)."""
     from automl.search.selection import Pool, lr_cv_candidate
 
     candidates = []
     for name in features.backbones():
-        x, y, _ = features.pool(name)
-        candidate = lr_cv_candidate(name, Pool(x, y), development.folds, features.num_classes)
+        x, y, sha1s = features.pool(name)
+        if fitted is not None and fitted.candidate is not None and fitted.fitted_on == (name, sha1s):
+            candidate = fitted.candidate
+        else:
+            candidate = lr_cv_candidate(name, Pool(x, y), development.folds, features.num_classes)
         scores = candidate.scores(y)
         console.print(
             f"[bold]lr-cv[/bold] {name}: C={candidate.details['C']:g}, OOF accuracy {scores['oof_accuracy']:.4f}, "
@@ -487,6 +493,9 @@ class FirstModel:
         self.console, self.started = console, started
         self.seconds: float | None = None
         """Seconds from the search's start to its first model in the run folder."""
+        self.candidate: Candidate | None = None
+        self.fitted_on: tuple[str, list[str]] | None = None
+        """The first model's backbone and pool photos (train then val): `_lr_cv` reuses it on the same ones."""
 
     def __call__(self, part: BackbonePart) -> None:
         from automl.search.features import POOLED, FeatureSet
@@ -498,8 +507,10 @@ class FirstModel:
         x = np.concatenate([arrays["x_train"], arrays["x_val"]])
         y = np.concatenate([arrays["y_train"], arrays["y_val"]])
         search = self.recipe.search
-        folds = _folds(self.recipe, self.dataset, [*part.sha1s["train"], *part.sha1s["val"]], y)
+        sha1s = [*part.sha1s["train"], *part.sha1s["val"]]
+        folds = _folds(self.recipe, self.dataset, sha1s, y)
         candidate = lr_cv_candidate(part.backbone, Pool(x, y), folds, len(self.dataset.classes))
+        self.candidate, self.fitted_on = candidate, (part.backbone, sha1s)
         choice = Choice([candidate], np.ones(1), y, search.folds)
         _export_provisional(self.recipe, self.dataset, self.backbones, choice, self.folder, self.console, self.started)
         self.seconds = round(time.time() - self.started, 1)
