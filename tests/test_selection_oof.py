@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from automl.selection.calibration import softmax
 from automl.selection.folds import assign_folds, fold_indices
-from automl.selection.oof import fit_logistic_cv, softmax
+from automl.selection.oof import fit_logistic_cv
 
 
 @pytest.fixture(scope="module")

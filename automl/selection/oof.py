@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl.selection.calibration import softmax
 from automl.selection.folds import fold_indices
 
 if TYPE_CHECKING:
@@ -78,11 +79,6 @@ class LogisticCV:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.decision(x))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def fit_logistic_cv(
