@@ -1,4 +1,5 @@
-"""The search's fine-tuning stage on real animals10 photos: EfficientNet-Lite0, cut `top`, LR-CV as the probe.
+"""The search's fine-tuning stage on real animals10 photos: EfficientNet-Lite0 and -Lite1, cut `top`, LR-CV as the
+probes.
 
 Everything is real (photos, weights, cache, LR-CV, fine-tuning, export) but Ray and Tune: the stage runs after
 the selection, on the selection's candidates, so the tests build those directly (the driver's own phases).
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from automl.metrics import log_loss
 from automl.recipe import Recipe
 from automl.search import finetuning
 from automl.search.budget import SearchBudget
@@ -23,6 +25,7 @@ from automl.search.finetuning import HELD_OUT_FOLD, finetune_stage
 
 PER_CLASS = 12
 FOLDS = 3
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +41,12 @@ def selected(animals10: Path, tmp_path_factory: pytest.TempPathFactory):
     recipe = Recipe.model_validate(
         {
             "data": {"folder": str(animals10), "max_per_class": PER_CLASS},
-            "search": {"cuts": ["all", "top"], "folds": FOLDS},
+            "search": {"backbones": list(BACKBONES), "cuts": ["all", "top"], "folds": FOLDS},
             "cache": str(cache),
         }
     )
     dataset = Dataset.from_recipe(recipe.data)
-    backbones = {"efficientnet_lite0": get_backbone("efficientnet_lite0")}
+    backbones = {name: get_backbone(name) for name in BACKBONES}
     plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
     features, _ = prepare_features(dataset, backbones, plan, "default", str(cache), progress=False)
     development = _development_pool(recipe, features, dataset)
@@ -69,96 +72,123 @@ def _run(selected, finetune_seconds: float = 300.0):
     )
 
 
-def test_the_stage_compares_probe_and_fine_tuning_on_the_same_held_out_fold(selected, monkeypatch, tmp_path) -> None:
+def test_the_stage_compares_probes_fine_tuning_and_blends_on_the_same_held_out_fold(
+    selected, monkeypatch, tmp_path
+) -> None:
     from automl.report.page import Run, finetune_section
     from automl.runs.folder import RunFolder
     from automl.runs.records import Summary
     from automl.runs.trials import TrialTable
 
     monkeypatch.setattr(finetuning, "EPOCHS", 2)
-    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", 10**6)  # the probe keeps the export
+    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", 10**6)  # the chosen model keeps the export
     _, _, _, _, development, choice = selected
     outcome = _run(selected)
     summary = outcome.summary
     held_out = development.folds == HELD_OUT_FOLD
-    probe = next(c for c in choice.candidates if c.details.get("head") == "logistic")
-    expected_lp = float(np.mean(probe.oof_probabilities[held_out].argmax(1) == development.y[held_out]))
-    assert summary.skipped is None and (summary.backbone, summary.cut) == ("efficientnet_lite0", "top")
+    y_out = development.y[held_out]
+    probes = {c.backbone: c for c in choice.candidates if c.details.get("head") == "logistic"}
+    ranked = sorted(probes, key=lambda name: log_loss(development.y, probes[name].oof_probabilities))
+    assert summary.skipped is None and summary.stopped is None
+    assert [(ft.backbone, ft.cut) for ft in summary.backbones] == [(name, "top") for name in ranked]
+    for ft in summary.backbones:
+        expected_lp = float(np.mean(probes[ft.backbone].oof_probabilities[held_out].argmax(1) == y_out))
+        assert ft.lp_accuracy == pytest.approx(expected_lp)
+        assert 0 < ft.ft_accuracy <= 1 and ft.epochs == 2 and ft.seconds > 0 and not ft.exported
     assert summary.held_out == int(held_out.sum()) > 0
-    assert summary.lp_accuracy == pytest.approx(expected_lp)
-    chosen = float(np.mean(choice.oof_probabilities[held_out].argmax(1) == development.y[held_out]))
+    chosen = float(np.mean(choice.oof_probabilities[held_out].argmax(1) == y_out))
     assert summary.chosen_accuracy == pytest.approx(chosen)
-    assert summary.ft_accuracy is not None and 0 < summary.ft_accuracy <= 1
-    assert summary.epochs == 2 and summary.augment and summary.seconds > 0
-    assert not summary.exported and outcome.choice is choice
+    names = [c.name for c in summary.contenders]
+    assert names == [
+        finetuning.CHOSEN,
+        *(f"{finetuning.ALONE} {name}" for name in ranked),
+        finetuning.AVERAGED,
+        finetuning.BLENDED,
+    ]
+    assert summary.augment and summary.seconds > 0
+    assert summary.exported is None and outcome.choice is choice
 
     page = finetune_section(Run(RunFolder(tmp_path), Summary(finetune=summary), {}, TrialTable()))
-    assert f"{100 * summary.lp_accuracy:.1f}" in page and f"{100 * summary.ft_accuracy:.1f}" in page
-    assert f"{summary.held_out} photos" in page and "neither LP-FT nor the blend got more than one photo" in page
-    assert summary.blend_accuracy is not None and f"{100 * summary.blend_accuracy:.1f}" in page
+    for ft in summary.backbones:
+        assert f"{100 * ft.lp_accuracy:.1f}" in page and f"{100 * ft.ft_accuracy:.1f}" in page
+    assert all(name in page for name in names) and f"{summary.held_out} photos" in page
+    assert "no contender got more than one photo more right" in page
 
 
-def test_a_winning_fine_tuned_model_is_exported_and_predicts(selected, monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("form", ["alone", finetuning.AVERAGED, finetuning.BLENDED])
+def test_a_winning_contender_is_exported_in_the_form_it_was_judged_and_predicts(
+    selected, monkeypatch, tmp_path, form
+) -> None:
     from automl.exported import ExportedModel
     from automl.runs.folder import RunFolder
     from automl.search.export import export_choice
 
     monkeypatch.setattr(finetuning, "EPOCHS", 1)
-    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))  # LP-FT wins whatever the photos say
+    monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))  # every contender clears the bar
+    forced = f"{finetuning.ALONE} {BACKBONES[1]}" if form == "alone" else form
+    monkeypatch.setattr(finetuning._Contest, "winner", lambda self: forced)
     recipe, dataset, backbones, _, development, chosen = selected
     outcome = _run(selected)
-    assert outcome.summary.exported and outcome.summary.refit  # 300 s are plenty for a refit of one epoch
-    members = outcome.choice.members
-    (finetuned, *_), weights = zip(*[(m, w) for m, w in members if m.details.get("finetune")], strict=True)
-    assert finetuned.cut == "top" and len(weights) == 1
-    if outcome.summary.blended:  # LP-FT + the chosen model did better on the fold than LP-FT alone
-        assert weights[0] == 0.5 and len(members) > 1 and not finetuned.details["tta"]
-    else:
-        assert len(members) == 1 and weights[0] == 1.0 and finetuned.details["tta"] == outcome.summary.tta
+    summary = outcome.summary
+    assert summary.exported == forced
+    assert all(ft.exported and ft.refit for ft in summary.backbones if ft.backbone in forced or form != "alone")
     held_out = development.folds == HELD_OUT_FOLD
-    assert len(outcome.choice.y) == int(held_out.sum()) and outcome.choice.estimate()["folds"] == 1
+    choice = outcome.choice
+    assert len(choice.y) == int(held_out.sum()) and choice.estimate()["folds"] == 1
+    # the exported form is the judged one: its estimate on the fold is the contender's score
+    judged = next(c for c in summary.contenders if c.name == forced)
+    assert choice.estimate()["accuracy"] == pytest.approx(judged.accuracy)
+    assert choice.estimate()["log_loss"] == pytest.approx(judged.log_loss)
+    finetuned = {c.backbone: w for c, w in choice.members if c.details.get("finetune")}
+    if form == "alone":
+        assert finetuned == {BACKBONES[1]: 1.0} and len(choice.members) == 1
+    elif form == finetuning.AVERAGED:
+        assert finetuned == {name: 0.5 for name in BACKBONES} and len(choice.members) == 2
+    else:  # half the chosen model's members, half the LP-FT models
+        assert finetuned == {name: 0.25 for name in BACKBONES}
+        assert len(choice.members) == len(chosen.members) + 2
+    np.testing.assert_allclose(sum(w for _, w in choice.members), 1.0)
 
-    # the blend, whatever the fold said: half the chosen model's members, half LP-FT, one Keras model
-    blend = finetuning._Blend(chosen, held_out, finetuned.oof_probabilities, development.y[held_out])
-    blended = blend.with_member(finetuned)
-    assert {c.name: w for c, w in blended.members}[finetuned.name] == 0.5
-    np.testing.assert_allclose(sum(w for _, w in blended.members), 1.0)
-    for name, choice in (("ft", outcome.choice), ("blend", blended)):
-        folder = RunFolder.create(tmp_path, name)
-        export_choice(recipe, dataset, backbones, choice, folder, test=False)
-        model = ExportedModel.load(folder.model)
-        photos = [record.path for record in dataset.split("test")[:4]]
-        chunks = list(model.predict_chunks(photos))
-        probabilities = np.concatenate([np.asarray(chunk.probabilities) for chunk in chunks])
-        assert not [error for chunk in chunks for error in chunk.errors]
-        assert probabilities.shape == (len(photos), len(dataset.classes))
-        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    folder = RunFolder.create(tmp_path, "export")
+    export_choice(recipe, dataset, backbones, choice, folder, test=False)
+    model = ExportedModel.load(folder.model)
+    photos = [record.path for record in dataset.split("test")[:4]]
+    chunks = list(model.predict_chunks(photos))
+    probabilities = np.concatenate([np.asarray(chunk.probabilities) for chunk in chunks])
+    assert not [error for chunk in chunks for error in chunk.errors]
+    assert probabilities.shape == (len(photos), len(dataset.classes))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
 def test_the_stage_extracts_its_planned_entries_once_and_a_second_stage_computes_no_flip_again(
-    selected, monkeypatch
+    selected, monkeypatch, tmp_path
 ) -> None:
     from automl.cache import BottleneckCache
     from automl.search.features import FeaturePlan
 
     monkeypatch.setattr(finetuning, "EPOCHS", 1)
-    recipe, dataset, backbones, *_ = selected
-    backbone = backbones["efficientnet_lite0"]
-    stage = FeaturePlan.for_search(recipe.search, {backbone.name: list(backbone.cut_points())}).stage[backbone.name]
-    assert stage.entries() == [("top", "orig"), ("top", "hflip")]
-    cache = BottleneckCache(str(recipe.cache))
+    recipe, dataset, backbones, *rest = selected
+    fresh = recipe.model_copy(update={"cache": str(tmp_path / "cache")})  # no stage entries in it yet
+    plan = FeaturePlan.for_search(recipe.search, {n: list(b.cut_points()) for n, b in backbones.items()})
+    cache = BottleneckCache(str(fresh.cache))
     pool = [record for split in ("train", "val") for record in dataset.split(split)]
-    missing = cache.missing(backbone, "default", [], pool, entries=stage.entries())
-    first = _run(selected)
-    assert first.summary.extracted == missing
-    assert cache.missing(backbone, "default", [], pool, entries=stage.entries()) == 0
-    assert _run(selected).summary.extracted == 0, "a second stage over the same photos reads its views back"
+
+    def missing() -> dict[str, int]:
+        return {n: cache.missing(b, "default", [], pool, entries=plan.stage[n].entries()) for n, b in backbones.items()}
+
+    assert all(plan.stage[name].entries() == [("top", "orig"), ("top", "hflip")] for name in backbones)
+    first = _run((fresh, dataset, backbones, *rest))
+    assert {ft.backbone: ft.extracted for ft in first.summary.backbones} == dict.fromkeys(backbones, len(pool))
+    assert first.summary.extracted == len(backbones) * len(pool)
+    assert missing() == dict.fromkeys(backbones, 0)
+    second = _run((fresh, dataset, backbones, *rest))
+    assert second.summary.extracted == 0, "a second stage over the same photos reads its views back"
 
 
-def test_the_stage_is_skipped_cleanly_when_its_share_is_too_small_or_it_is_off(selected) -> None:
-    outcome = _run(selected, finetune_seconds=finetuning.MIN_FINETUNE_S - 1)
+def test_the_stage_is_skipped_cleanly_when_too_little_time_is_left_or_it_is_off(selected) -> None:
+    outcome = _run(selected, finetune_seconds=0.0)  # trials ran to their deadline: half the 60 s reserve is left
     assert outcome.choice is selected[-1]
-    assert not outcome.summary.exported and outcome.summary.lp_accuracy is None
+    assert outcome.summary.exported is None and outcome.summary.backbones == []
     assert outcome.summary.skipped is not None and "less than" in outcome.summary.skipped
 
     recipe, *rest = selected
@@ -185,6 +215,8 @@ def test_the_budget_gives_the_stage_its_share_and_tune_only_cut_all() -> None:
     on = recipe(cuts=["all", "top"], finetune_share=0.25)
     budget = SearchBudget.start(on, 1000.0)
     assert budget.finetune == 150.0 and budget.deadline == pytest.approx(1000.0 + 600 - budget.reserve - 150)
+    # the stage has its share after the trials' deadline, and whatever the trials leave before it
+    assert budget.finetune_deadline() == pytest.approx(budget.deadline + 150 + budget.reserve / 2)
     assert build_space(on.search, cut_points).cuts_by_backbone == {"efficientnet_lite0": ("all",)}
 
     off = recipe(cuts=["all", "top"], finetune=False)
@@ -225,10 +257,10 @@ def test_a_search_whose_fine_tuned_model_wins_exports_it_and_audits_with_the_sel
     )
     outcome = run_search(recipe, console=Console(file=io.StringIO()))
     finetune = outcome.summary.finetune
-    assert finetune is not None and finetune.exported and finetune.skipped is None
+    assert finetune is not None and finetune.exported is not None and finetune.skipped is None
     best = outcome.summary.best
     assert best is not None and "lp-ft/efficientnet_lite0/top" in best.trial, "LP-FT alone, or blended with the chosen"
-    assert best.trial.startswith("ensemble(") == finetune.blended
+    assert best.trial.startswith("ensemble(") == (finetune.exported == finetuning.BLENDED)
     folder = RunFolder(outcome.run_dir)
     audit = json.loads(folder.audit.read_text())
     dataset = Dataset.from_recipe(recipe.data)
@@ -248,4 +280,29 @@ def test_without_a_time_budget_the_stage_runs_bounded_by_its_epochs(selected, mo
     outcome = finetune_stage(
         recipe, dataset, backbones, features, development, choice, unlimited, Console(quiet=True), plan.stage
     )
-    assert outcome.summary.skipped is None and outcome.summary.epochs == 1
+    assert outcome.summary.skipped is None and [ft.epochs for ft in outcome.summary.backbones] == [1, 1]
+
+
+def test_a_summary_of_the_one_backbone_stage_reads_as_one_entry() -> None:
+    """summary.json before the stage fine-tuned several backbones: flat keys for its one backbone."""
+    from automl.runs.records import FinetuneSummary
+
+    old = {
+        "backbone": "efficientnet_lite0", "cut": "top", "lp_accuracy": 0.85, "chosen_accuracy": 0.89,
+        "ft_accuracy": 0.88, "held_out": 395, "extracted": 4270, "epochs": 8, "augment": True, "seconds": 46.0,
+        "exported": True, "refit": True, "tta": False, "blend_accuracy": 0.9, "blended": True, "skipped": None,
+    }  # fmt: skip
+    summary = FinetuneSummary.model_validate(old)
+    (one,) = summary.backbones
+    assert (one.backbone, one.cut, one.lp_accuracy, one.ft_accuracy, one.epochs, one.refit, one.exported) == (
+        "efficientnet_lite0",
+        "top",
+        0.85,
+        0.88,
+        8,
+        True,
+        True,
+    )
+    assert summary.exported == "chosen model + LP-FT" and summary.extracted == 4270 and summary.seconds == 46.0
+    assert [(c.name, c.accuracy) for c in summary.contenders] == [("LP-FT", 0.88), ("chosen model + LP-FT", 0.9)]
+    assert FinetuneSummary.model_validate_json(summary.to_json()) == summary

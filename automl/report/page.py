@@ -472,36 +472,50 @@ def phases_section(run: Run) -> str:
 
 
 def finetune_section(run: Run) -> str:
-    """The fine-tuning stage: the linear probe against LP-FT on the same held-out fold, and which was exported."""
+    """The fine-tuning stage: per backbone its linear probe against LP-FT on the same held-out fold, the contenders
+    (the chosen model, LP-FT alone, averaged, blended) and which was exported."""
     stage = run.summary.finetune
     if stage is None or stage.skipped:
         why = stage.skipped if stage else "no fine-tuning stage in summary.json (a search before it existed)"
         return _table(("stage", "why"), [("not run", why)])
     views = "original + flipped photos" if stage.augment else "original photos"
-    rows = [
-        ("linear probe (LR-CV, out of fold)", f"{stage.backbone} all", _percent(stage.lp_accuracy), "–"),
-        ("the selection's chosen model (out of fold)", "", _percent(stage.chosen_accuracy), "–"),
+    backbones = [
         (
-            "LP-FT" + (" + flip test-time averaging" if stage.tta else ""),
-            f"{stage.backbone} {stage.cut}",
-            _percent(stage.ft_accuracy),
-            f"{stage.seconds:.0f}",
-        ),
+            f"{ft.backbone} {ft.cut}",
+            _percent(ft.lp_accuracy),
+            _percent(ft.ft_accuracy) + (" (flip TTA)" if ft.tta else ""),
+            ft.epochs,
+            f"{ft.seconds:.0f}",
+            ("refit on the whole pool" if ft.refit else "fold model (no time for a refit)") if ft.exported else "–",
+        )
+        for ft in stage.backbones
     ]
-    if stage.blend_accuracy is not None:
-        rows.append(("LP-FT + the chosen model, half and half", "", _percent(stage.blend_accuracy), "–"))
-    table = _table(("model", "backbone, cut", "held-out accuracy", "seconds"), rows, (2, 3))
-    what = "LP-FT + the chosen model" if stage.blended else "LP-FT"
-    exported = (
-        f"{what} exported ("
-        + ("LP-FT refit on the whole pool" if stage.refit else "LP-FT's fold model: no time for a refit")
-        + ")"
-        if stage.exported
-        else "the selection's model exported (neither LP-FT nor the blend got more than one photo more right)"
+    per_backbone = _table(
+        ("backbone, cut", "linear probe (LR-CV, out of fold)", "LP-FT", "epochs", "seconds", "exported"),
+        backbones,
+        (1, 2, 3, 4),
     )
-    return table + _note(
-        f"{stage.held_out} photos of the same held-out fold; LP-FT trained {stage.epochs} epochs on {views}. "
-        + exported
+    contenders = _table(
+        ("contender", "held-out accuracy", "log-loss"),
+        [
+            (c.name, _percent(c.accuracy), f"{c.log_loss:.4f}" if c.log_loss is not None else "–")
+            for c in stage.contenders
+        ],
+        (1, 2),
+    )
+    exported = (
+        f"{stage.exported} exported"
+        if stage.exported
+        else "the selection's model exported (no contender got more than one photo more right than it and the probes)"
+    )
+    stopped = f" Fewer backbones than the recipe's: {stage.stopped}." if stage.stopped else ""
+    return (
+        per_backbone
+        + contenders
+        + _note(
+            f"{stage.held_out} photos of the same held-out fold; LP-FT trained on {views}; the chosen model "
+            f"{_percent(stage.chosen_accuracy)}. {exported}.{stopped}"
+        )
     )
 
 

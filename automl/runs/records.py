@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from automl.atomic import write_atomic
 from automl.data.files import read_bounded
@@ -137,35 +137,78 @@ class SelectionSummary(_Record):
     """The same for the best single candidate, measured when the export is an ensemble: what the ensemble costs."""
 
 
-class FinetuneSummary(_Record):
-    """The fine-tuning stage (`automl.search.finetuning`): linear probe against LP-FT on one held-out fold."""
+class FinetunedBackbone(_Record):
+    """One backbone's LP-FT run in the fine-tuning stage, scored on the held-out fold."""
 
-    backbone: str | None = None
-    cut: str | None = None
-    lp_accuracy: float | None = None
-    """The LR-CV probe's out-of-fold accuracy on the held-out fold."""
+    backbone: str
+    cut: str
+    lp_accuracy: float
+    """Its linear probe's (LR-CV's) out-of-fold accuracy on the held-out fold."""
+    ft_accuracy: float
+    """LP-FT's accuracy on the same fold (with flip test-time averaging when `tta`)."""
+    tta: bool = False
+    epochs: int = 0
+    seconds: float = 0.0
+    """Training on the folds outside the held-out one (extraction not included)."""
+    extracted: int = 0
+    """Photos whose activations (cut, views) the stage computed for it."""
+    exported: bool = False
+    refit: bool = False
+    """True: exported after fine-tuning again on the whole pool; False: the fold's model was exported (or none)."""
+
+
+class StageContender(_Record):
+    """A model the fine-tuning stage compared on the held-out fold (`automl.search.finetuning.CONTENDERS`)."""
+
+    name: str
+    accuracy: float
+    log_loss: float | None = None
+    """Of the calibrated probabilities (temperatures fitted on this fold: optimistic alike for every contender)."""
+
+
+class FinetuneSummary(_Record):
+    """The fine-tuning stage (`automl.search.finetuning`): the chosen model against LP-FT of one or more
+    backbones, alone, averaged, and blended with it, on one held-out fold."""
+
+    backbones: list[FinetunedBackbone] = Field(default_factory=list)
+    """The backbones fine-tuned, best probe first."""
+    contenders: list[StageContender] = Field(default_factory=list)
     chosen_accuracy: float | None = None
     """The selection's chosen model (maybe an ensemble) on the same fold, out of fold: what LP-FT must beat."""
-    ft_accuracy: float | None = None
-    """The fine-tuned model's accuracy on the same fold (with flip test-time averaging when `tta`)."""
     held_out: int = 0
     """Photos of the held-out fold."""
     extracted: int = 0
-    """Photos whose activations (cut, views) the stage computed: 0 after `automl cache build` or a search before."""
-    epochs: int = 0
+    """Photos whose activations (cut, views) the stage computed, all backbones together: 0 after
+    `automl cache build` or a search before."""
     augment: bool = False
     seconds: float = 0.0
-    exported: bool = False
-    refit: bool = False
-    """True: the exported model was fine-tuned again on the whole pool; False: the fold's model was kept."""
-    tta: bool = False
-    """LP-FT's accuracy above is with flip test-time averaging (exported with it when LP-FT alone is exported)."""
-    blend_accuracy: float | None = None
-    """The chosen model and LP-FT averaged half and half (`finetuning._Blend`), on the same fold."""
-    blended: bool = False
-    """True: that blend was exported (it beat LP-FT alone and, by more than one photo, the chosen model)."""
+    exported: str | None = None
+    """The contender exported in place of the chosen model, or None (the selection's model kept)."""
+    stopped: str | None = None
+    """Why fewer backbones than the recipe's were fine-tuned (time), or None."""
     skipped: str | None = None
     """Why the stage did not run (no cut to fine-tune, no time), or None."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_backbone_form(cls, data: object) -> object:
+        """summary.json before 2026-11-30 described one backbone in flat keys: read it as one entry."""
+        if not isinstance(data, dict) or "backbones" in data or "backbone" not in data:
+            return data
+        old = dict(data)
+        shared = set(cls.model_fields) - {"exported"}  # keys of both forms: kept at the top as they were
+        flat = {
+            key: old.get(key) if key in shared else old.pop(key, None)
+            for key in (*FinetunedBackbone.model_fields, "blend_accuracy", "blended")
+        }
+        one = {key: value for key, value in flat.items() if key in FinetunedBackbone.model_fields and value is not None}
+        if flat["exported"]:
+            old["exported"] = "chosen model + LP-FT" if flat["blended"] else "LP-FT"
+        if flat["backbone"] and flat["lp_accuracy"] is not None and flat["ft_accuracy"] is not None:
+            old["backbones"] = [{**one, "exported": bool(flat["exported"])}]
+        scored = (("LP-FT", flat["ft_accuracy"]), ("chosen model + LP-FT", flat["blend_accuracy"]))
+        old["contenders"] = [{"name": name, "accuracy": accuracy} for name, accuracy in scored if accuracy is not None]
+        return old
 
 
 class Summary(_Record):

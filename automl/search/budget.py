@@ -125,11 +125,12 @@ class SearchBudget:
         return self.deadline + self.finetune + self.reserve - time.time()
 
     def finetune_deadline(self) -> float:
-        """When the fine-tuning stage starting now must end: its share from now, and never into the second half of
-        the final reserve (the export and test need it); no limit without a time budget."""
+        """When the fine-tuning stage must end: its share after the trials' deadline, plus whatever the trials left
+        (a trials budget can end them minutes early), and never into the second half of the final reserve (the
+        export and test need it); no limit without a time budget."""
         if not math.isfinite(self.seconds):
             return math.inf
-        return min(time.time() + self.finetune, self.deadline + self.finetune + self.reserve / 2)
+        return self.deadline + self.finetune + self.reserve / 2
 
     def time_limit(self, trial_time: float | None) -> float:
         """Seconds a trial starting now may train: to the deadline, and at most the recipe's `trial_time`."""
