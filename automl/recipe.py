@@ -190,12 +190,15 @@ class SearchSection(_Section):
     )
     finetune: bool = Field(
         True,
-        description="After the frozen-feature selection, fine-tune the chosen backbone's layers after each of "
-        "`cuts`' `top`/`half` from its linear probe (LP-FT), exported only when it wins on a held-out fold; "
-        "Tune then explores cut `all` only.",
+        description="After the frozen-feature selection, fine-tune up to three backbones' layers after `cuts`' "
+        "`top`/`half` from their linear probes (LP-FT), exported (alone, averaged or blended with the chosen model) "
+        "only when that wins on a held-out fold; Tune then explores cut `all` only.",
     )
     finetune_share: float = Field(
-        0.25, ge=0.0, le=0.6, description="Share of budget.time kept for the fine-tuning stage."
+        0.25,
+        ge=0.0,
+        le=0.6,
+        description="Share of budget.time kept for the fine-tuning stage (it also takes what the trials leave).",
     )
     augment: bool = Field(
         True, description="Horizontally flipped views (cached) as extra fine-tuning rows, and flip test-time averaging."

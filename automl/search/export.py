@@ -43,11 +43,12 @@ def export_choice(
     from automl.search.selection import assemble_choice
 
     weights = recipe.search.weights
-    model, resize = assemble_choice(choice, backbones, weights, dataset.classes)
-    if choice.members[0][0].details.get("tta"):  # a fine-tuned model whose held-out fold gained by flip averaging
+    tta = bool(choice.members[0][0].details.get("tta"))  # fine-tuned models whose held-out fold gained by flips
+    model, resize = assemble_choice(choice, backbones, weights, dataset.classes, blend_temperature=not tta)
+    if tta:
         from automl.train.tta import with_flip_tta
 
-        model = with_flip_tta(model)
+        model = with_flip_tta(model, temperature=choice.blend_temperature)
     members = [
         {
             "name": candidate.name,

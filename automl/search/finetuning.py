@@ -382,13 +382,12 @@ class _Contest:
 
     Every fine-tuned model enters calibrated (a temperature fitted on the fold) so that averages weigh them
     alike; the average of the LP-FT models takes flip averaging when it gains photos (all members then run on
-    both views: the export wraps the whole model), and is not recalibrated as a whole, so the exported form and
-    its estimate agree exactly; the blend with the chosen model uses original views (the chosen model's members
-    were never scored on flipped photos) and is recalibrated by one temperature, like a selection ensemble."""
+    both views: the export wraps the whole model, its blend temperature after the flip average, so the exported
+    form and its estimate agree exactly); the blend with the chosen model uses original views (the chosen model's
+    members were never scored on flipped photos). Both are recalibrated by one temperature, like a selection
+    ensemble."""
 
     def __init__(self, choice: Choice, runs: Sequence[_Run], development: Development) -> None:
-        from automl.selection.calibration import fit_temperature, softmax
-
         self.choice, self.runs = choice, list(runs)
         self.held_out = development.folds == HELD_OUT_FOLD
         self.y = development.y[self.held_out]
@@ -403,13 +402,21 @@ class _Contest:
         self.averaged_tta = all(len(run.views) > 1 for run in runs) and _correct(flipped, self.y) > _correct(
             plain, self.y
         )
+        self.temperatures: dict[str, float] = {}
         if len(runs) > 1:
-            self.probabilities[AVERAGED] = flipped if self.averaged_tta else plain
-        blend = (self.chosen + plain) / 2
-        self.blend_temperature = fit_temperature(np.log(np.clip(blend, PROBABILITY_FLOOR, 1.0)), self.y).temperature
-        self.probabilities[BLENDED] = softmax(np.log(np.clip(blend, PROBABILITY_FLOOR, 1.0)), self.blend_temperature)
+            self.probabilities[AVERAGED] = self._recalibrated(AVERAGED, flipped if self.averaged_tta else plain)
+        self.probabilities[BLENDED] = self._recalibrated(BLENDED, (self.chosen + plain) / 2)
         best_probe = max(_correct(run.probe.oof_probabilities[self.held_out], self.y) for run in runs)
         self.bar = max(_correct(self.chosen, self.y), best_probe) + MARGIN_PHOTOS
+
+    def _recalibrated(self, name: str, blend: np.ndarray) -> np.ndarray:
+        """softmax(log blend / T), T fitted on the fold: averaging calibrated models leaves them underconfident
+        (trashnet: ECE 0.057 for the three LP-FT models averaged). The export applies T after flip averaging."""
+        from automl.selection.calibration import fit_temperature, softmax
+
+        log_blend = np.log(np.clip(blend, PROBABILITY_FLOOR, 1.0))
+        self.temperatures[name] = fit_temperature(log_blend, self.y).temperature
+        return softmax(log_blend, self.temperatures[name])
 
     def accuracy(self, name: str) -> float:
         return _correct(self.probabilities[name], self.y) / self.n
@@ -444,14 +451,14 @@ class _Contest:
         finetuned = [run.candidate(tta=tta, console=console) for run in self.runs]
         share = np.full(len(finetuned), 1 / len(finetuned))
         if winner == AVERAGED:
-            return Choice(finetuned, share, self.y, folds=1)
+            return Choice(finetuned, share, self.y, folds=1, blend_temperature=self.temperatures[AVERAGED])
         chosen = [
             (dataclasses.replace(c, oof_probabilities=c.oof_probabilities[self.held_out]), w)
             for c, w in self.choice.members
         ]
         candidates = [c for c, _ in chosen] + finetuned
         weights = np.concatenate([[w / 2 for _, w in chosen], share / 2])
-        return Choice(candidates, weights, self.y, folds=1, blend_temperature=self.blend_temperature)
+        return Choice(candidates, weights, self.y, folds=1, blend_temperature=self.temperatures[BLENDED])
 
 
 def _correct(probabilities: np.ndarray, labels: np.ndarray) -> int:

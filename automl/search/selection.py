@@ -257,8 +257,16 @@ def choose(
     return Choice(list(ordered), selection.weights, y, folds, comparison, temperature)
 
 
-def assemble_choice(choice: Choice, backbones: Mapping[str, Backbone], weights: str, labels: Sequence[str]) -> Any:
-    """ONE Keras model (photo pixels at the returned resize → calibrated probabilities) for the choice."""
+def assemble_choice(
+    choice: Choice,
+    backbones: Mapping[str, Backbone],
+    weights: str,
+    labels: Sequence[str],
+    *,
+    blend_temperature: bool = True,
+) -> Any:
+    """ONE Keras model (photo pixels at the returned resize → calibrated probabilities) for the choice; without
+    `blend_temperature` the blend is left unrecalibrated (the caller applies it after flip averaging)."""
     from automl.export.ensemble import Member, assemble_ensemble
 
     members = [
@@ -272,7 +280,7 @@ def assemble_choice(choice: Choice, backbones: Mapping[str, Backbone], weights: 
         )
         for candidate, weight in choice.members
     ]
-    return assemble_ensemble(members, labels, temperature=choice.blend_temperature)
+    return assemble_ensemble(members, labels, temperature=choice.blend_temperature if blend_temperature else 1.0)
 
 
 def selection_summary(choice: Choice, latency: tuple[float | None, float | None] = (None, None)) -> SelectionSummary:
