@@ -1,6 +1,6 @@
 """The whole search against LR-CV over split seeds (issue 13): what `automl search` exports, scored on test photos.
 
-    python -m benchmarks.search_seeds [--datasets animals10,trashnet] [--seeds 0-5] [--time 5m]
+    python -m benchmarks.search_seeds [--datasets animals10,trashnet] [--seeds 0-5] [--time 5m] [--section NAME]
 
 For each dataset and split seed: the quick-start recipe (`recipes/animals10.yaml`: its space, heads, folds,
 fine-tuning stage) pointed at the dataset, `data.seed` and `search.seed` set to the seed, `budget.time` to
@@ -10,7 +10,8 @@ LR-CV on the same split (`benchmarks.selection.one_seed`: logistic regression on
 C and backbone by 5-fold out-of-fold log-loss, refit on train + val) is the baseline; neither looks at a test
 score to choose. Targets: mean test top-1 of the search >= LR-CV + 0.5 point on animals10 and + 1.0 on
 trashnet, on no seed more than one test photo below LR-CV, ECE <= 0.03.
-Writes benchmarks/out/search_seeds.json and the `search_seeds` section of RESULTS.md.
+Writes benchmarks/out/<section>.json and the `<section>` section of RESULTS.md (`search_seeds` unless `--section`
+names another: a run over some datasets keeps the others' section).
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="animals10,trashnet")
     parser.add_argument("--seeds", default="0-5")
     parser.add_argument("--time", default="5m", help="budget.time of each search")
+    parser.add_argument("--section", default="search_seeds", help="RESULTS.md section (and out/ file) to write")
     args = parser.parse_args()
     low, _, high = args.seeds.partition("-")
     seeds = range(int(low), int(high or low) + 1)
@@ -187,7 +189,10 @@ def main() -> None:
         "latency: single-photo p50 of the exported model (of its best single candidate in brackets when it is an "
         "ensemble).\n\n" + "\n".join(sections) + f"\nTotal {time.perf_counter() - started:.0f} s."
     )
-    results_md.publish("search_seeds", "The whole search against LR-CV over split seeds (issue 13)", results, summary)
+    title = "The whole search against LR-CV over split seeds (issue 13)"
+    if args.section != "search_seeds":
+        title += f": {args.datasets}, {args.time}"
+    results_md.publish(args.section, title, results, summary)
 
 
 if __name__ == "__main__":

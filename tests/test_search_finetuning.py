@@ -306,3 +306,21 @@ def test_a_summary_of_the_one_backbone_stage_reads_as_one_entry() -> None:
     assert summary.exported == "chosen model + LP-FT" and summary.extracted == 4270 and summary.seconds == 46.0
     assert [(c.name, c.accuracy) for c in summary.contenders] == [("LP-FT", 0.88), ("chosen model + LP-FT", 0.9)]
     assert FinetuneSummary.model_validate_json(summary.to_json()) == summary
+
+
+def test_a_further_backbone_starts_only_when_its_run_and_the_pending_refits_fit() -> None:
+    """`_no_time_for` paces the next backbone by the last run, scaled by input pixels, plus every refit pending."""
+    from types import SimpleNamespace
+
+    from automl.backbones.registry import get_backbone
+
+    lite0, lite2 = get_backbone("efficientnet_lite0"), get_backbone("efficientnet_lite2")
+    last = SimpleNamespace(backbone=lite2, fold_seconds=50.0, refit_seconds=62.5)  # a fold run done, k = 5
+    pace = 50.0 * (lite0.input_size / lite2.input_size) ** 2
+    needed = pace * (1 + 5 / 4) + 62.5
+    now = time.time()
+    assert finetuning._no_time_for(lite0, [], now + 1.0, 5) is None, "the first backbone is bounded by its limit"
+    assert finetuning._no_time_for(lite0, [last], now + needed + 5, 5) is None
+    why = finetuning._no_time_for(lite0, [last], now + needed - 5, 5)
+    assert why is not None and why.startswith("efficientnet_lite0 needs ~")
+    assert finetuning._no_time_for(lite0, [last], float("inf"), 5) is None
