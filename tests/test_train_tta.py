@@ -55,9 +55,3 @@ def test_a_temperature_after_the_flip_average_recalibrates_the_mean(animals10: P
     np.testing.assert_allclose(
         with_flip_tta(classifier, temperature=0.7).predict(pixels, verbose=0), expected, atol=1e-5
     )
-
-
-def _resize():
-    from automl.backbones.registry import get_backbone
-
-    return get_backbone("efficientnet_lite0").resize

@@ -506,7 +506,7 @@ def finetune_section(run: Run) -> str:
     exported = (
         f"{stage.exported} exported"
         if stage.exported
-        else "the selection's model exported (no contender got more than one photo more right than it and the probes)"
+        else "the selection's model exported (no contender cleared it and every probe by the stage's margin)"
     )
     stopped = f" Fewer backbones than the recipe's: {stage.stopped}." if stage.stopped else ""
     return (

@@ -201,12 +201,20 @@ class FinetuneSummary(_Record):
             key: old.get(key) if key in shared else old.pop(key, None)
             for key in (*FinetunedBackbone.model_fields, "blend_accuracy", "blended")
         }
-        one = {key: value for key, value in flat.items() if key in FinetunedBackbone.model_fields and value is not None}
+        # the old `seconds` timed the whole stage, extraction included: not the one backbone's training
+        one = {key: value for key, value in flat.items() if key in set(FinetunedBackbone.model_fields) - {"seconds"}}
+        lp_ft = f"LP-FT {flat['backbone']}"  # the names `automl.search.finetuning` gives its contenders
+        blend = "chosen model + LP-FT averaged"  # (the average of one model: the old blend)
         if flat["exported"]:
-            old["exported"] = "chosen model + LP-FT" if flat["blended"] else "LP-FT"
+            old["exported"] = blend if flat["blended"] else lp_ft
         if flat["backbone"] and flat["lp_accuracy"] is not None and flat["ft_accuracy"] is not None:
-            old["backbones"] = [{**one, "exported": bool(flat["exported"])}]
-        scored = (("LP-FT", flat["ft_accuracy"]), ("chosen model + LP-FT", flat["blend_accuracy"]))
+            given = {key: value for key, value in one.items() if value is not None}
+            old["backbones"] = [{**given, "exported": bool(flat["exported"])}]
+        scored = (
+            ("chosen model", old.get("chosen_accuracy")),
+            (lp_ft, flat["ft_accuracy"]),
+            (blend, flat["blend_accuracy"]),
+        )
         old["contenders"] = [{"name": name, "accuracy": accuracy} for name, accuracy in scored if accuracy is not None]
         return old
 

@@ -125,12 +125,13 @@ class SearchBudget:
         return self.deadline + self.finetune + self.reserve - time.time()
 
     def finetune_deadline(self) -> float:
-        """When the fine-tuning stage must end: its share after the trials' deadline, plus whatever the trials left
-        (a trials budget can end them minutes early), and never into the second half of the final reserve (the
-        export and test need it); no limit without a time budget."""
+        """When the fine-tuning stage starting now must end: its share after the trials' deadline, or after now when
+        the trials and the selection ran past it, so whatever the trials left (a trials budget can end them minutes
+        early) is its too; never into the second half of the final reserve (the export and test need it, 90 s for
+        three fine-tuned backbones with flip averaging on trashnet); no limit without a time budget."""
         if not math.isfinite(self.seconds):
             return math.inf
-        return self.deadline + self.finetune + self.reserve / 2
+        return min(max(time.time(), self.deadline) + self.finetune, self.deadline + self.finetune + self.reserve / 2)
 
     def time_limit(self, trial_time: float | None) -> float:
         """Seconds a trial starting now may train: to the deadline, and at most the recipe's `trial_time`."""
