@@ -121,8 +121,8 @@ def test_a_winning_contender_is_exported_in_the_form_it_was_judged_and_predicts(
 ) -> None:
     from automl.exported import ExportedModel
     from automl.runs.folder import RunFolder
-    from automl.search.export import _assembled, export_choice
-    from automl.search.selection import Choice
+    from automl.search.export import export_choice
+    from automl.search.selection import Choice, assemble_choice
 
     monkeypatch.setattr(finetuning, "EPOCHS", 1)
     monkeypatch.setattr(finetuning, "MARGIN_PHOTOS", -(10**6))  # every contender clears the bar
@@ -167,7 +167,7 @@ def test_a_winning_contender_is_exported_in_the_form_it_was_judged_and_predicts(
     # whatever the fold said about flips: with them, the blend temperature comes after the flip average
     flipped = [dataclasses.replace(c, details={**c.details, "tta": True}) for c in choice.candidates]
     with_flips = dataclasses.replace(choice, candidates=flipped)
-    names = [layer.name for layer in _assembled(with_flips, backbones, "default", dataset.classes)[0].layers]
+    names = [layer.name for layer in assemble_choice(with_flips, backbones, "default", dataset.classes)[0].layers]
     assert "flip_average" in names
     assert ("flip_average_temperature" in names) == (choice.blend_temperature != 1.0)
 

@@ -18,13 +18,8 @@ from automl.atomic import write_atomic
 from automl.runs.records import TestMetrics
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    import keras
-
     from automl.backbones.base import Backbone
     from automl.data.dataset import Dataset
-    from automl.data.resize import Resize
     from automl.recipe import Recipe
     from automl.runs.folder import RunFolder
     from automl.search.selection import Choice
@@ -45,9 +40,10 @@ def export_choice(
     with `runtimes` also converting and checking SavedModel, TFLite and OpenVINO (`evaluate_run`)."""
     from automl.evaluate import evaluate_run
     from automl.exported import ExportedModel
+    from automl.search.selection import assemble_choice
 
     weights = recipe.search.weights
-    model, resize = _assembled(choice, backbones, weights, dataset.classes)
+    model, resize = assemble_choice(choice, backbones, weights, dataset.classes)
     members = [
         {
             "name": candidate.name,
@@ -87,22 +83,6 @@ def export_choice(
     return TestMetrics.model_validate(metrics)
 
 
-def _assembled(
-    choice: Choice, backbones: dict[str, Backbone], weights: str, labels: Sequence[str]
-) -> tuple[keras.Model, Resize]:
-    """The choice as one Keras model and its input resize, flip-averaged when its members were scored so (fine-tuned
-    models whose held-out fold gained by flips), the blend temperature then applied after the flip average."""
-    from automl.search.selection import assemble_choice
-
-    tta = bool(choice.members[0][0].details.get("tta"))
-    model, resize = assemble_choice(choice, backbones, weights, labels, blend_temperature=not tta)
-    if tta:
-        from automl.train.tta import with_flip_tta
-
-        model = with_flip_tta(model, temperature=choice.blend_temperature)
-    return model, resize
-
-
 LATENCY_RUNS = 20
 
 
@@ -115,7 +95,7 @@ def measure_latency(
 
     from automl.bench import single_photo_latency
     from automl.exported import ExportedModel
-    from automl.search.selection import Choice
+    from automl.search.selection import Choice, assemble_choice
 
     photo = dataset.split("test")[0].path if dataset.split("test") else dataset.records[0].path
     exported = ExportedModel.load(folder.model)
@@ -124,7 +104,7 @@ def measure_latency(
     if not choice.is_ensemble:
         return latency, None
     best = Choice(choice.candidates[:1], np.ones(1), choice.y, choice.folds)
-    model, resize = _assembled(best, backbones, recipe.search.weights, dataset.classes)
+    model, resize = assemble_choice(best, backbones, recipe.search.weights, dataset.classes)
     with tempfile.TemporaryDirectory(prefix="automl-latency-") as scratch:
         single_folder = Path(scratch) / "model"
         ExportedModel.save(single_folder, model, dataset.classes, resize, {"backbone": best.candidates[0].backbone})

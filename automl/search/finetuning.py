@@ -147,8 +147,13 @@ def finetune_stage(
 def _ranked_probes(choice: Choice, stage: Mapping[str, StageFeatures]) -> list[Candidate]:
     """Each backbone's LR-CV candidate (the linear probe LP-FT starts from) that has a cut to fine-tune, lowest
     out-of-fold log-loss first."""
-    probes = [c for c in choice.candidates if c.details.get("head") == "logistic" and c.backbone in stage]
+    probes = [c for c in _probes(choice) if c.backbone in stage]
     return sorted(probes, key=lambda c: log_loss(choice.y, c.oof_probabilities))
+
+
+def _probes(choice: Choice) -> list[Candidate]:
+    """The selection's LR-CV candidates: one linear probe per backbone."""
+    return [c for c in choice.candidates if c.details.get("head") == "logistic"]
 
 
 def _skip_reason(
@@ -293,14 +298,10 @@ class _Run:
         return np.log(np.clip(np.stack(views), PROBABILITY_FLOOR, 1.0)).astype(np.float64)
 
     def describe(self) -> str:
-        assert self.result is not None
-        y_out = self.y[self.held_out]
-        n = len(y_out)
+        done = self.record()
         return (
-            f"{self.backbone.name} `{self.cut}` on fold {HELD_OUT_FOLD}: probe "
-            f"{_correct(self.probe.oof_probabilities[self.held_out], y_out) / n:.4f}, LP-FT "
-            f"{_correct(self.calibrated(tta=self.tta), y_out) / n:.4f}{' with flip TTA' if self.tta else ''} "
-            f"({self.result.epochs_done} epochs, {self.result.trial.seconds:.0f} s)"
+            f"{done.backbone} `{done.cut}` on fold {HELD_OUT_FOLD}: probe {done.lp_accuracy:.4f}, LP-FT "
+            f"{done.ft_accuracy:.4f}{' with flip TTA' if done.tta else ''} ({done.epochs} epochs, {done.seconds:.0f} s)"
         )
 
     def record(self) -> FinetunedBackbone:
@@ -420,8 +421,7 @@ class _Contest:
         # the chosen members' weighted sum without their blend temperature: the export flattens them into one blend
         flat = np.tensordot(choice.weights, np.stack([c.oof_probabilities for c in choice.candidates]), axes=1)
         self.probabilities[BLENDED] = self._recalibrated(BLENDED, (flat[self.held_out] + plain) / 2)
-        probes = [c for c in choice.candidates if c.details.get("head") == "logistic"]
-        best_probe = max(_correct(c.oof_probabilities[self.held_out], self.y) for c in probes)
+        best_probe = max(_correct(c.oof_probabilities[self.held_out], self.y) for c in _probes(choice))
         self.bar = max(_correct(self.probabilities[CHOSEN], self.y), best_probe) + MARGIN_PHOTOS
 
     def _recalibrated(self, name: str, blend: np.ndarray) -> np.ndarray:

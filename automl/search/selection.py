@@ -257,16 +257,10 @@ def choose(
     return Choice(list(ordered), selection.weights, y, folds, comparison, temperature)
 
 
-def assemble_choice(
-    choice: Choice,
-    backbones: Mapping[str, Backbone],
-    weights: str,
-    labels: Sequence[str],
-    *,
-    blend_temperature: bool = True,
-) -> Any:
-    """ONE Keras model (photo pixels at the returned resize → calibrated probabilities) for the choice; without
-    `blend_temperature` the blend is left unrecalibrated (the caller applies it after flip averaging)."""
+def assemble_choice(choice: Choice, backbones: Mapping[str, Backbone], weights: str, labels: Sequence[str]) -> Any:
+    """ONE Keras model (photo pixels at the returned resize → calibrated probabilities) for the choice, flip-averaged
+    when its members were scored so (fine-tuned models whose held-out fold gained by flips): the blend temperature
+    then comes after the flip average, the form the fine-tuning stage scored."""
     from automl.export.ensemble import Member, assemble_ensemble
 
     members = [
@@ -280,7 +274,12 @@ def assemble_choice(
         )
         for candidate, weight in choice.members
     ]
-    return assemble_ensemble(members, labels, temperature=choice.blend_temperature if blend_temperature else 1.0)
+    if not choice.members[0][0].details.get("tta"):
+        return assemble_ensemble(members, labels, temperature=choice.blend_temperature)
+    from automl.train.tta import with_flip_tta
+
+    model, resize = assemble_ensemble(members, labels)
+    return with_flip_tta(model, temperature=choice.blend_temperature), resize
 
 
 def selection_summary(choice: Choice, latency: tuple[float | None, float | None] = (None, None)) -> SelectionSummary:
